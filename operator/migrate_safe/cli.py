@@ -1,0 +1,298 @@
+"""The `migrate-safe` command line: subcommands, seed-style flags, exit codes, reports."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn
+
+import psycopg
+
+from migrate_safe import __version__, commands
+from migrate_safe.config import (
+    DEFAULT_LEDGER_SCHEMA,
+    DEFAULT_LOG_DIR,
+    DEFAULT_MIGRATIONS_DIR,
+    ApplyPolicy,
+    Redactor,
+    Settings,
+    parse_duration,
+)
+from migrate_safe.errors import ConfigError, ExitCode, MigrateSafeError
+from migrate_safe.report import Reporter, default_termination_log
+
+# Seed-style flags kept as aliases: `migrate-safe --apply` is `migrate-safe apply`.
+SEED_FLAGS = {"--apply": "apply", "--rollback": "rollback", "--status": "status", "--plan": "plan"}
+
+Handler = Callable[[argparse.Namespace, Settings, Reporter, dict[str, Any]], None]
+HANDLERS: dict[str, Handler] = {
+    "apply": commands.apply,
+    "rollback": commands.rollback,
+    "status": commands.status,
+    "plan": commands.plan,
+    "baseline": commands.baseline,
+    "force": commands.force,
+    "repair": commands.repair,
+    "demo": commands.demo,
+}
+# A database error that escapes a command counts as that command's failure.
+FAILURE_CODE = {"rollback": ExitCode.ROLLBACK_FAILED}
+
+
+class _Parser(argparse.ArgumentParser):
+    """Bad flags are config errors (exit 5), not argparse's exit 2 (a migration failure)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise ConfigError(f"{self.prog}: {message}")
+
+
+def _duration(what: str) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            return parse_duration(text, what=what)
+        except ConfigError as error:
+            raise argparse.ArgumentTypeError(error.message) from None
+
+    return parse
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    env = os.environ
+    group = parser.add_argument_group("common options")
+    group.add_argument(
+        "--database-url",
+        default=env.get("DATABASE_URL"),
+        help="PostgreSQL DSN (default: $DATABASE_URL); its password never appears in output",
+    )
+    group.add_argument(
+        "--migrations-dir",
+        type=Path,
+        default=Path(env.get("MIGRATIONS_DIR", DEFAULT_MIGRATIONS_DIR)),
+        help="directory of NNN_name.up.sql / .down.sql (default: $MIGRATIONS_DIR or ./migrations)",
+    )
+    group.add_argument(
+        "--ledger-schema",
+        default=env.get("MIGRATE_SAFE_LEDGER_SCHEMA", DEFAULT_LEDGER_SCHEMA),
+        help="schema holding the ledger (default: migrate_safe)",
+    )
+    group.add_argument(
+        "--log-dir",
+        type=Path,
+        default=Path(env.get("MIGRATE_SAFE_LOG_DIR", DEFAULT_LOG_DIR)),
+        help="where the JSON report and events.jsonl go (default: ./logs)",
+    )
+    group.add_argument(
+        "--termination-log",
+        default=None,
+        help="file for a ≤4 KiB JSON summary (default: /dev/termination-log when writable; "
+        "'none' disables)",
+    )
+    group.add_argument("--json", action="store_true", help="print the JSON report on stdout")
+    group.add_argument("--quiet", "-q", action="store_true", help="no progress lines on stderr")
+    group.add_argument(
+        "--allow-missing-down",
+        action="store_true",
+        help="accept up migrations without a down migration (reported as warnings)",
+    )
+
+
+def _policy_flags(parser: argparse.ArgumentParser) -> None:
+    defaults = ApplyPolicy()
+    group = parser.add_argument_group("lock and retry policy")
+    add = group.add_argument
+    add(
+        "--lock-timeout",
+        type=_duration("--lock-timeout"),
+        default=defaults.lock_timeout,
+        help="first attempt's lock_timeout (default 500ms); doubles on each retry",
+    )
+    add(
+        "--lock-timeout-max",
+        type=_duration("--lock-timeout-max"),
+        default=defaults.lock_timeout_max,
+        help="cap of the escalating lock_timeout (default 10s)",
+    )
+    add(
+        "--lock-retries",
+        type=int,
+        default=defaults.lock_retries,
+        help="retries after SQLSTATE 55P03 lock_not_available (default 10)",
+    )
+    add(
+        "--retry-backoff",
+        type=_duration("--retry-backoff"),
+        default=defaults.retry_backoff,
+        help="pause after the first failed attempt, doubling (default 250ms)",
+    )
+    add(
+        "--retry-backoff-max",
+        type=_duration("--retry-backoff-max"),
+        default=defaults.retry_backoff_max,
+        help="cap of the pause between attempts (default 10s)",
+    )
+    add(
+        "--statement-timeout",
+        type=_duration("--statement-timeout"),
+        default=defaults.statement_timeout,
+        help="statement_timeout per statement (default 1h)",
+    )
+    add(
+        "--lock-wait",
+        type=_duration("--lock-wait"),
+        default=defaults.advisory_lock_wait,
+        help="how long to wait for another migrate-safe run to finish (default 60s)",
+    )
+    add(
+        "--quiet-wait",
+        type=_duration("--quiet-wait"),
+        default=defaults.quiet_wait,
+        help="how long to wait for long transactions on touched tables to end before "
+        "queueing a lock (default 30s)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="migrate-safe",
+        description="Safe PostgreSQL schema migrations. Exit codes: 0 ok, 1 preflight failed, "
+        "2 migration failed, 3 postflight failed, 4 rollback failed, 5 config error.",
+    )
+    parser.add_argument("--version", action="version", version=f"migrate-safe {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    apply = sub.add_parser("apply", help="apply pending migrations")
+    apply.add_argument("--to", type=int, help="apply up to and including this version")
+    apply.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="rehearse: run pending migrations in one transaction, report locks, roll back",
+    )
+    rollback = sub.add_parser("rollback", help="roll back applied migrations, newest first")
+    target = rollback.add_mutually_exclusive_group()
+    target.add_argument("--to", type=int, help="roll back every version above this one")
+    target.add_argument("--steps", type=int, help="roll back this many versions (default 1)")
+    for command in (apply, rollback):
+        _policy_flags(command)
+
+    sub.add_parser("status", help="current version, pending, dirty, drift")
+    plan = sub.add_parser("plan", help="what apply or rollback would run; writes nothing")
+    plan.add_argument("--to", type=int, help="target version (below current: a rollback plan)")
+    plan.add_argument("--steps", type=int, help="plan rolling back this many versions")
+
+    baseline = sub.add_parser("baseline", help="adopt an existing database at a version")
+    source = baseline.add_mutually_exclusive_group(required=True)
+    source.add_argument(
+        "--version",
+        type=int,
+        dest="baseline_version",
+        help="record every source migration up to N as applied",
+    )
+    source.add_argument(
+        "--from-golang-migrate",
+        nargs="?",
+        const="schema_migrations",
+        metavar="TABLE",
+        help="take the version from golang-migrate's table (default schema_migrations)",
+    )
+    force = sub.add_parser("force", help="declare the schema to be at version N (clears dirty)")
+    force.add_argument("--version", type=int, dest="force_version", required=True)
+    sub.add_parser("repair", help="drop dirty rows and realign checksums with the source")
+    demo = sub.add_parser("demo", help="apply, rehearse and roll back examples on a throwaway PG")
+    demo.add_argument("--keep", action="store_true", help="leave the throwaway cluster running")
+
+    for command in sub.choices.values():
+        _common(command)
+    return parser
+
+
+def translate_seed_flags(argv: list[str]) -> list[str]:
+    """`--apply`, `--rollback`, `--dry-run`, `--status`, `--plan` without a subcommand."""
+    if any(arg in HANDLERS for arg in argv):
+        return argv
+    for flag, command in SEED_FLAGS.items():
+        if flag in argv:
+            rest = [a for a in argv if a != flag]
+            return [command, *rest]
+    if "--dry-run" in argv:
+        return ["apply", *argv]
+    return argv
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    policy = ApplyPolicy()
+    if hasattr(args, "lock_timeout"):
+        if args.lock_retries < 0 or (getattr(args, "steps", None) or 0) < 0:
+            raise ConfigError("--lock-retries and --steps must not be negative")
+        policy = ApplyPolicy(
+            lock_timeout=args.lock_timeout,
+            lock_timeout_max=args.lock_timeout_max,
+            lock_retries=args.lock_retries,
+            retry_backoff=args.retry_backoff,
+            retry_backoff_max=args.retry_backoff_max,
+            statement_timeout=args.statement_timeout,
+            advisory_lock_wait=args.lock_wait,
+            quiet_wait=args.quiet_wait,
+        )
+    return Settings(
+        database_url=args.database_url,
+        migrations_dir=args.migrations_dir,
+        ledger_schema=args.ledger_schema,
+        log_dir=args.log_dir,
+        termination_log=_termination_log(args.termination_log),
+        allow_missing_down=args.allow_missing_down,
+        policy=policy,
+    )
+
+
+def _termination_log(value: str | None) -> Path | None:
+    if value is None:
+        return default_termination_log()
+    return None if value.lower() in ("", "none") else Path(value)
+
+
+def main(argv: list[str] | None = None) -> int:
+    redact = Redactor()
+    try:
+        args = build_parser().parse_args(translate_seed_flags(list(argv or sys.argv[1:])))
+        settings = settings_from(args)
+        command = "rehearse" if getattr(args, "dry_run", False) else args.command
+        report = Reporter(
+            command,
+            settings.log_dir,
+            settings.redact,
+            settings.termination_log,
+            json_output=args.json,
+            quiet=args.quiet,
+        )
+    except ConfigError as error:
+        redact.add_secret(os.environ.get("DATABASE_URL"))
+        print(f"migrate-safe: error: {redact(error.message)}", file=sys.stderr)
+        return int(ExitCode.CONFIG_ERROR)
+    return run(args, settings, report)
+
+
+def run(args: argparse.Namespace, settings: Settings, report: Reporter) -> int:
+    body: dict[str, Any] = {}
+    report.event("run_started", version=__version__)
+    try:
+        HANDLERS[args.command](args, settings, report, body)
+    except MigrateSafeError as error:
+        return _fail(report, body, int(error.exit_code), error.message, error.details)
+    except psycopg.Error as error:
+        code = int(FAILURE_CODE.get(args.command, ExitCode.MIGRATION_FAILED))
+        message = f"database error: {str(error).strip()} (SQLSTATE {error.sqlstate})"
+        return _fail(report, body, code, message, {})
+    report.finish(0, "succeeded", body)
+    return 0
+
+
+def _fail(
+    report: Reporter, body: dict[str, Any], code: int, message: str, details: dict[str, object]
+) -> int:
+    report.progress(f"migrate-safe: error: {message}")
+    body["error"] = {"message": message, "details": details}
+    report.finish(code, "failed", body)
+    return code

@@ -1,0 +1,389 @@
+"""Command handlers: load the source, open a session, take the lock, delegate to the engine.
+
+Each handler fills `body`, the command's JSON report, as it goes: when a run fails midway
+the report still shows what was done before the failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from migrate_safe.config import Settings, describe_dsn
+from migrate_safe.engine import Engine, Outcome
+from migrate_safe.errors import ConfigError, MigrationFailed
+from migrate_safe.ledger import HistoryEntry, Ledger
+from migrate_safe.localpg import LocalPostgres
+from migrate_safe.plan import LedgerState, RollbackStep
+from migrate_safe.report import Reporter, utcnow
+from migrate_safe.session import connect, exclusive
+from migrate_safe.source import Migration, Source, load_source
+from migrate_safe.statements import touched_relations
+
+Args = argparse.Namespace
+Body = dict[str, Any]
+
+
+def _load(settings: Settings, report: Reporter, *, missing_ok: bool = False) -> Source:
+    if missing_ok and not settings.migrations_dir.exists():
+        report.progress(
+            f"note: {settings.migrations_dir} not found; using down SQL from the ledger"
+        )
+        return Source(settings.migrations_dir, [])
+    source = load_source(settings.migrations_dir, allow_missing_down=settings.allow_missing_down)
+    for warning in source.warnings:
+        report.progress(f"warning: {warning}")
+    return source
+
+
+def _describe(settings: Settings, body: Body) -> None:
+    body["database"] = describe_dsn(settings.require_database_url())
+    body["ledger_schema"] = settings.ledger_schema
+
+
+def _outcomes(outcomes: list[Outcome]) -> list[dict[str, Any]]:
+    return [o.__dict__ for o in outcomes]
+
+
+# --- apply / rehearsal ------------------------------------------------------------------
+
+
+def apply(args: Args, settings: Settings, report: Reporter, body: Body) -> None:
+    run_apply(settings, report, body, target=args.to, dry_run=args.dry_run)
+
+
+def run_apply(
+    settings: Settings, report: Reporter, body: Body, *, target: int | None, dry_run: bool
+) -> None:
+    source = _load(settings, report)
+    _describe(settings, body)
+    with connect(settings, report.command) as conn:
+        ledger = Ledger(conn, settings.ledger_schema)
+        with exclusive(ledger, settings.policy.advisory_lock_wait):
+            if not dry_run:
+                ledger.ensure()
+            state = LedgerState(ledger.applied(), source)
+            state.refuse_unsafe_apply()
+            pending = state.to_apply(target)
+            body["target_version"] = pending[-1].version if pending else state.current_version
+            engine = Engine(conn, ledger, settings.policy, report)
+            if dry_run:
+                _rehearse(engine, pending, report, body)
+                return
+            report.progress(f"apply on {body['database']}: {len(pending)} pending")
+            applied = body.setdefault("applied", [])
+            for migration in pending:
+                applied.extend(_outcomes(engine.apply([migration])))
+            final = LedgerState(ledger.applied(), source)
+            body["current_version"] = final.current_version
+            body["pending"] = [m.version for m in final.pending]
+            report.progress(
+                f"applied {len(applied)} migration(s); current version {final.current_version}"
+            )
+
+
+def _rehearse(engine: Engine, pending: list[Migration], report: Reporter, body: Body) -> None:
+    report.progress(f"rehearsal of {len(pending)} migration(s) in one transaction (rolled back)")
+    results = engine.rehearse(pending)
+    body["rehearsal"] = results
+    for entry in results:
+        label = f"{entry['version']}_{entry['name']}"
+        if "skipped" in entry:
+            report.result(f"  - {label}: skipped ({entry['skipped']})")
+            continue
+        report.result(f"  {'✗' if 'error' in entry else '✓'} {label}")
+        for statement in entry.get("statements", []):
+            locks = ", ".join(
+                f"{lock['mode']} on {lock['relation']}" for lock in statement["locks"]
+            )
+            report.result(f"      line {statement['line']}: {locks or 'no relation locks'}")
+        if "error" in entry:
+            error = entry["error"]
+            raise MigrationFailed(
+                f"rehearsal failed at {error['file']}:{error['line']}: {error['message']} "
+                f"(SQLSTATE {error['sqlstate']}); nothing was changed",
+                details=error,
+            )
+    report.result("rehearsal passed; everything was rolled back")
+
+
+# --- rollback ---------------------------------------------------------------------------
+
+
+def rollback(args: Args, settings: Settings, report: Reporter, body: Body) -> None:
+    run_rollback(settings, report, body, target=args.to, steps=args.steps)
+
+
+def run_rollback(
+    settings: Settings, report: Reporter, body: Body, *, target: int | None, steps: int | None
+) -> None:
+    source = _load(settings, report, missing_ok=True)
+    _describe(settings, body)
+    with connect(settings, "rollback") as conn:
+        ledger = Ledger(conn, settings.ledger_schema)
+        with exclusive(ledger, settings.policy.advisory_lock_wait):
+            ledger.ensure()
+            state = LedgerState(ledger.applied(), source)
+            if state.dirty:
+                state.refuse_unsafe_apply()
+            plan = state.to_roll_back(target=target, steps=steps)
+            report.progress(f"rollback on {body['database']}: {len(plan)} version(s)")
+            rolled_back = body.setdefault("rolled_back", [])
+            engine = Engine(conn, ledger, settings.policy, report)
+            for step in plan:
+                rolled_back.extend(_outcomes(engine.rollback([step])))
+            final = LedgerState(ledger.applied(), source)
+            body["current_version"] = final.current_version
+            body["pending"] = [m.version for m in final.pending]
+            report.progress(f"rolled back {len(rolled_back)}; current {final.current_version}")
+
+
+# --- status and plan ----------------------------------------------------------------------
+
+
+def _read_state(settings: Settings, report: Reporter, purpose: str) -> LedgerState:
+    source = _load(settings, report)
+    with connect(settings, purpose) as conn:
+        return LedgerState(Ledger(conn, settings.ledger_schema).applied(), source)
+
+
+def status(args: Args, settings: Settings, report: Reporter, body: Body) -> None:
+    state = _read_state(settings, report, "status")
+    _describe(settings, body)
+    body.update(state.status())
+    if not args.json:
+        _print_status(state, report)
+
+
+def _print_status(state: LedgerState, report: Reporter) -> None:
+    current = state.current_version
+    report.result(f"current version  {current if current is not None else '(none)'}")
+    report.result(f"pending          {', '.join(str(m.version) for m in state.pending) or 'none'}")
+    report.result(
+        f"dirty            {'YES: ' + str(state.dirty[0].version) if state.dirty else 'no'}"
+    )
+    report.result(f"{'VERSION':>14}  {'STATE':8}  {'APPLIED AT':20}  {'MS':>7}  NAME")
+    applied = {row.version: row for row in state.applied}
+    versions = sorted(applied.keys() | {m.version for m in state.source.migrations})
+    names = {m.version: m.name for m in state.source.migrations}
+    for version in versions:
+        row = applied.get(version)
+        when = row.applied_at.strftime("%Y-%m-%d %H:%M:%S") if row else ""
+        ms = str(row.duration_ms) if row and row.duration_ms is not None else ""
+        name = row.name if row else names[version]
+        report.result(
+            f"{version:>14}  {row.state if row else 'pending':8}  {when:20}  {ms:>7}  {name}"
+        )
+    for version in state.missing_from_source:
+        report.result(f"drift: version {version} is applied but missing from the source")
+    for mismatch in state.checksum_mismatches:
+        report.result(f"drift: {mismatch.describe()}")
+
+
+def plan(args: Args, settings: Settings, report: Reporter, body: Body) -> None:
+    state = _read_state(settings, report, "plan")
+    _describe(settings, body)
+    current = state.current_version
+    backwards = args.steps is not None or (
+        args.to is not None and current is not None and args.to < current
+    )
+    if backwards:
+        steps = state.to_roll_back(target=args.to, steps=args.steps)
+        body["direction"] = "down"
+        body["migrations"] = [_planned_down(step) for step in steps]
+    else:
+        state.refuse_unsafe_apply()
+        body["direction"] = "up"
+        body["migrations"] = [_planned_up(m) for m in state.to_apply(args.to)]
+    body["current_version"] = current
+    if not args.json:
+        verb = "roll back" if backwards else "apply"
+        report.result(f"plan: {verb} {len(body['migrations'])} migration(s) from {current}")
+        for item in body["migrations"]:
+            mode = "no-transaction" if item["no_transaction"] else "one transaction"
+            touched = ", ".join(item["relations"]) or "-"
+            report.result(f"  {item['version']}_{item['name']}  [{mode}]  touches: {touched}")
+
+
+def _planned_up(migration: Migration) -> dict[str, Any]:
+    return {
+        "version": migration.version,
+        "name": migration.name,
+        "file": migration.up.origin,
+        "checksum": migration.up.checksum,
+        "no_transaction": migration.up.directives.no_transaction,
+        "relations": sorted(str(r) for r in touched_relations(migration.up.text)),
+    }
+
+
+def _planned_down(step: RollbackStep) -> dict[str, Any]:
+    return {
+        "version": step.row.version,
+        "name": step.row.name,
+        "file": step.down.origin,
+        "checksum": step.down.checksum,
+        "no_transaction": step.down.directives.no_transaction,
+        "relations": sorted(str(r) for r in touched_relations(step.down.text)),
+    }
+
+
+# --- adoption and recovery ------------------------------------------------------------------
+
+
+def _record(
+    ledger: Ledger,
+    report: Reporter,
+    direction: str,
+    outcome: str,
+    version: int,
+    name: str | None = None,
+) -> None:
+    ledger.append_history(
+        HistoryEntry(report.run_id, direction, outcome, utcnow(), version=version, name=name)
+    )
+    report.event(f"{direction}_{outcome}", version=version)
+    report.progress(f"  {direction}: version {version} {outcome}")
+
+
+def baseline(args: Args, settings: Settings, report: Reporter, body: Body) -> None:
+    source = _load(settings, report)
+    _describe(settings, body)
+    with connect(settings, "baseline") as conn:
+        ledger = Ledger(conn, settings.ledger_schema)
+        with exclusive(ledger, settings.policy.advisory_lock_wait):
+            ledger.ensure()
+            if ledger.applied():
+                raise ConfigError("baseline: the ledger already has versions; use force instead")
+            version = args.baseline_version
+            if args.from_golang_migrate:
+                version = _golang_migrate_version(conn, args.from_golang_migrate)
+            known = source.by_version()
+            if version not in known:
+                raise ConfigError(f"baseline --version {version}: no such migration in the source")
+            with conn.transaction():
+                for migration in (m for m in source.migrations if m.version <= version):
+                    ledger.upsert(migration, state="applied", run_id=report.run_id)
+                    _record(
+                        ledger, report, "baseline", "recorded", migration.version, migration.name
+                    )
+            body["current_version"] = version
+
+
+def _golang_migrate_version(conn: psycopg.Connection[Any], table: str) -> int:
+    parts = table.split(".")
+    try:
+        row = conn.execute(
+            sql.SQL("SELECT version, dirty FROM {} LIMIT 1").format(sql.Identifier(*parts))
+        ).fetchone()
+    except psycopg.errors.UndefinedTable:
+        raise ConfigError(f"--from-golang-migrate: table {table} not found") from None
+    if row is None:
+        raise ConfigError(f"--from-golang-migrate: {table} is empty (nothing applied)")
+    if row[1]:
+        raise MigrationFailed(f"golang-migrate's {table} is dirty at {row[0]}; fix it first")
+    return int(row[0])
+
+
+def force(args: Args, settings: Settings, report: Reporter, body: Body) -> None:
+    source = _load(settings, report, missing_ok=True)
+    _describe(settings, body)
+    version = args.force_version
+    with connect(settings, "force") as conn:
+        ledger = Ledger(conn, settings.ledger_schema)
+        with exclusive(ledger, settings.policy.advisory_lock_wait):
+            ledger.ensure()
+            rows = {row.version: row for row in ledger.applied()}
+            migration = source.by_version().get(version)
+            if version != 0 and version not in rows and migration is None:
+                raise ConfigError(f"force --version {version}: not in the ledger nor the source")
+            with conn.transaction():
+                for row in sorted(rows.values(), key=lambda r: -r.version):
+                    if row.version > version:
+                        ledger.delete(row.version)
+                        _record(ledger, report, "force", "removed", row.version, row.name)
+                if version in rows:
+                    if rows[version].dirty:
+                        ledger.set_state(version, "applied")
+                        _record(
+                            ledger, report, "force", "marked_applied", version, rows[version].name
+                        )
+                elif migration is not None:
+                    ledger.upsert(migration, state="applied", run_id=report.run_id)
+                    _record(ledger, report, "force", "marked_applied", version, migration.name)
+            body["current_version"] = version if version else None
+
+
+def repair(args: Args, settings: Settings, report: Reporter, body: Body) -> None:
+    source = _load(settings, report)
+    _describe(settings, body)
+    with connect(settings, "repair") as conn:
+        ledger = Ledger(conn, settings.ledger_schema)
+        with exclusive(ledger, settings.policy.advisory_lock_wait):
+            ledger.ensure()
+            state = LedgerState(ledger.applied(), source)
+            known = source.by_version()
+            with conn.transaction():
+                for row in state.dirty:
+                    ledger.delete(row.version)
+                    _record(ledger, report, "repair", "removed_dirty", row.version, row.name)
+                for mismatch in state.checksum_mismatches:
+                    migration = known[mismatch.version]
+                    ledger.realign(mismatch.version, migration.up.checksum, migration.down)
+                    _record(ledger, report, "repair", "realigned", mismatch.version, migration.name)
+            body["removed_dirty"] = [row.version for row in state.dirty]
+            body["realigned"] = [m.version for m in state.checksum_mismatches]
+
+
+# --- demo -------------------------------------------------------------------------------------
+
+
+def demo(args: Args, settings: Settings, report: Reporter, body: Body) -> None:
+    """Start a throwaway PostgreSQL and walk the examples through plan, rehearsal, apply,
+    rollback and re-apply, printing what a user would see."""
+    if not settings.migrations_dir.is_dir():
+        settings.migrations_dir = Path(__file__).resolve().parents[2] / "examples" / "migrations"
+    report.progress("starting a throwaway PostgreSQL (initdb + pg_ctl on a loopback port)…")
+    with LocalPostgres(keep=args.keep) as pg:
+        settings.database_url = pg.url("postgres")
+        settings.redact.add_secret(pg.password)
+        report.progress(
+            f"PostgreSQL on 127.0.0.1:{pg.port}, migrations from {settings.migrations_dir}"
+        )
+        steps: list[tuple[str, Any]] = [
+            (
+                "rehearsal (apply --dry-run)",
+                lambda b: run_apply(settings, report, b, target=None, dry_run=True),
+            ),
+            ("apply", lambda b: run_apply(settings, report, b, target=None, dry_run=False)),
+            (
+                "rollback --steps 2",
+                lambda b: run_rollback(settings, report, b, target=None, steps=2),
+            ),
+            ("apply again", lambda b: run_apply(settings, report, b, target=None, dry_run=False)),
+        ]
+        for title, step in steps:
+            report.result(f"\n== {title}")
+            body[title] = {}
+            step(body[title])
+        report.result("\n== status")
+        status_args = argparse.Namespace(json=False)
+        status(status_args, settings, report, body.setdefault("status", {}))
+        _print_history(settings, report)
+        if args.keep:
+            report.result(f"\ncluster kept in {pg.root} (port {pg.port})")
+
+
+def _print_history(settings: Settings, report: Reporter) -> None:
+    report.result("\n== ledger history (migrate_safe.history)")
+    with connect(settings, "demo") as conn:
+        rows = conn.execute(
+            sql.SQL(
+                "SELECT id, version, direction, outcome, attempt FROM {}.history ORDER BY id"
+            ).format(sql.Identifier(settings.ledger_schema))
+        ).fetchall()
+    for row in rows:
+        report.result(f"  #{row[0]:<3} {row[1]!s:>4} {row[2]:5} {row[3]:10} attempt {row[4]}")

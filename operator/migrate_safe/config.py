@@ -1,0 +1,135 @@
+"""Settings from flags and environment; durations; DSN parsing and redaction."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from psycopg.conninfo import conninfo_to_dict
+
+from migrate_safe.errors import ConfigError
+
+DEFAULT_LEDGER_SCHEMA = "migrate_safe"
+DEFAULT_MIGRATIONS_DIR = "./migrations"
+DEFAULT_LOG_DIR = "./logs"
+DEFAULT_TERMINATION_LOG = "/dev/termination-log"
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|min|m|h)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
+_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+
+def parse_duration(text: str, *, what: str) -> float:
+    """Parse '500ms', '5s', '2m', '1h30m' or a bare number of seconds into seconds.
+
+    `what` names the flag, directive or field so the error tells the user where to look.
+    """
+    value = text.strip()
+    if re.fullmatch(r"\d+(\.\d+)?", value):
+        return float(value)
+    parts = _DURATION_PART.findall(value)
+    if not value or "".join(n + u for n, u in parts) != value:
+        raise ConfigError(f"{what}: cannot parse duration {text!r} (use e.g. 500ms, 5s, 2m, 1h)")
+    return sum(float(n) * _UNIT_SECONDS[u] for n, u in parts)
+
+
+def format_duration(seconds: float) -> str:
+    """Render seconds the way PostgreSQL settings accept them ('500ms')."""
+    return f"{round(seconds * 1000)}ms"
+
+
+def validate_identifier(name: str, *, what: str) -> str:
+    if not _IDENTIFIER.match(name):
+        raise ConfigError(f"{what}: {name!r} is not a plain lower-case SQL identifier")
+    return name
+
+
+class Redactor:
+    """Removes secrets (the DSN's password) from any text before it leaves the process."""
+
+    _URL_PASSWORD = re.compile(r"(postgres(?:ql)?://[^:/@\s]*:)([^@\s]*)@")
+    _KV_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
+
+    def __init__(self) -> None:
+        self._secrets: set[str] = set()
+
+    def add_secret(self, secret: str | None) -> None:
+        if secret:
+            self._secrets.add(secret)
+
+    def __call__(self, text: str) -> str:
+        text = self._URL_PASSWORD.sub(r"\1***@", text)
+        text = self._KV_PASSWORD.sub(r"\1***", text)
+        for secret in sorted(self._secrets, key=len, reverse=True):
+            text = text.replace(secret, "***")
+        return text
+
+
+def describe_dsn(dsn: str) -> str:
+    """A password-free description of where a DSN points: 'user@host:port/dbname'."""
+    try:
+        parts = conninfo_to_dict(dsn)
+    except Exception as exc:  # psycopg raises ProgrammingError with the raw text
+        raise ConfigError("--database-url / DATABASE_URL: not a valid PostgreSQL DSN") from exc
+    host = parts.get("host") or "localhost"
+    port = parts.get("port") or "5432"
+    user = parts.get("user") or "?"
+    dbname = parts.get("dbname") or user
+    return f"{user}@{host}:{port}/{dbname}"
+
+
+def dsn_password(dsn: str) -> str | None:
+    try:
+        password = conninfo_to_dict(dsn).get("password")
+    except Exception:
+        return None
+    return str(password) if password else None
+
+
+@dataclass(frozen=True)
+class ApplyPolicy:
+    """How apply and rollback wait: short lock timeouts that escalate across bounded retries."""
+
+    lock_timeout: float = 0.5
+    lock_timeout_max: float = 10.0
+    lock_retries: int = 10
+    retry_backoff: float = 0.25
+    retry_backoff_max: float = 10.0
+    statement_timeout: float = 3600.0
+    advisory_lock_wait: float = 60.0
+    quiet_wait: float = 30.0
+
+    def lock_timeout_for(self, attempt: int, initial: float | None = None) -> float:
+        """lock_timeout of attempt 1, 2, …: doubling from the initial value up to the cap."""
+        start = initial if initial is not None else self.lock_timeout
+        cap = max(self.lock_timeout_max, start)
+        return float(min(start * 2 ** (attempt - 1), cap))
+
+    def backoff_for(self, attempt: int) -> float:
+        """Pause after failed attempt N before the next one."""
+        return float(min(self.retry_backoff * 2 ** (attempt - 1), self.retry_backoff_max))
+
+
+@dataclass
+class Settings:
+    """Everything a command needs, resolved from flags and environment."""
+
+    database_url: str | None
+    migrations_dir: Path
+    ledger_schema: str = DEFAULT_LEDGER_SCHEMA
+    log_dir: Path = Path(DEFAULT_LOG_DIR)
+    termination_log: Path | None = None
+    allow_missing_down: bool = False
+    policy: ApplyPolicy = field(default_factory=ApplyPolicy)
+    redact: Redactor = field(default_factory=Redactor)
+
+    def __post_init__(self) -> None:
+        validate_identifier(self.ledger_schema, what="--ledger-schema")
+        if self.database_url:
+            self.redact.add_secret(dsn_password(self.database_url))
+
+    def require_database_url(self) -> str:
+        if not self.database_url:
+            raise ConfigError("no database: pass --database-url or set DATABASE_URL")
+        return self.database_url

@@ -1,0 +1,307 @@
+"""The ledger: applied versions, the append-only history, the advisory lock, dirty state.
+
+The ledger lives in its own schema (default `migrate_safe`) so it never collides with
+application tables. Its own layout is versioned in `ledger_meta` and upgraded in place, so
+a database migrated by an older release keeps working with a newer one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import class_row
+
+from migrate_safe import __version__
+from migrate_safe.errors import ConfigError
+from migrate_safe.source import Migration, Script
+
+# Each entry upgrades the ledger from the previous layout; never edit a released entry.
+_LAYOUTS: list[str] = [
+    """
+    CREATE SCHEMA IF NOT EXISTS {schema};
+    CREATE TABLE {schema}.ledger_meta (
+        key text PRIMARY KEY,
+        value text NOT NULL
+    );
+    CREATE TABLE {schema}.applied (
+        version bigint PRIMARY KEY,
+        name text NOT NULL,
+        checksum text NOT NULL,
+        down_sql text,
+        down_checksum text,
+        no_transaction boolean NOT NULL DEFAULT false,
+        state text NOT NULL CHECK (state IN ('applied', 'dirty')),
+        statements_done integer NOT NULL DEFAULT 0,
+        applied_at timestamptz NOT NULL DEFAULT now(),
+        duration_ms integer,
+        applied_by text NOT NULL DEFAULT current_user,
+        run_id text NOT NULL
+    );
+    CREATE TABLE {schema}.history (
+        id bigserial PRIMARY KEY,
+        run_id text NOT NULL,
+        version bigint,
+        name text,
+        direction text NOT NULL,
+        outcome text NOT NULL,
+        attempt integer NOT NULL DEFAULT 1,
+        sqlstate text,
+        error text,
+        started_at timestamptz NOT NULL,
+        finished_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+        duration_ms integer,
+        applied_by text NOT NULL DEFAULT current_user,
+        tool_version text NOT NULL,
+        details jsonb NOT NULL DEFAULT '{{}}'
+    );
+    CREATE INDEX history_version_idx ON {schema}.history (version, id);
+    -- History is evidence: refuse edits so it stays append-only.
+    CREATE FUNCTION {schema}.history_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        RAISE EXCEPTION 'migrate-safe history is append-only';
+    END $$;
+    CREATE TRIGGER history_append_only BEFORE UPDATE OR DELETE ON {schema}.history
+        FOR EACH ROW EXECUTE FUNCTION {schema}.history_append_only();
+    """,
+]
+LEDGER_LAYOUT = len(_LAYOUTS)
+
+
+@dataclass(frozen=True)
+class AppliedRow:
+    version: int
+    name: str
+    checksum: str
+    down_sql: str | None
+    down_checksum: str | None
+    no_transaction: bool
+    state: str
+    statements_done: int
+    applied_at: datetime
+    duration_ms: int | None
+    applied_by: str
+    run_id: str
+
+    @property
+    def dirty(self) -> bool:
+        return self.state == "dirty"
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    run_id: str
+    direction: str
+    outcome: str
+    started_at: datetime
+    version: int | None = None
+    name: str | None = None
+    attempt: int = 1
+    sqlstate: str | None = None
+    error: str | None = None
+    duration_ms: int | None = None
+    details: str = "{}"
+
+
+class Ledger:
+    """SQL for one ledger schema over one connection (autocommit; callers open transactions)."""
+
+    def __init__(self, conn: psycopg.Connection[Any], schema: str) -> None:
+        self.conn = conn
+        self.schema = schema
+
+    def _q(self, template: str) -> sql.Composed:
+        return sql.SQL(template).format(schema=sql.Identifier(self.schema))
+
+    # --- layout -----------------------------------------------------------------------
+
+    def exists(self) -> bool:
+        # Read-only commands must not create the ledger, so they ask first.
+        row = self.conn.execute(
+            "SELECT to_regclass(format('%%I.applied', %s::text)) IS NOT NULL", [self.schema]
+        ).fetchone()
+        return bool(row and row[0])
+
+    def layout(self) -> int:
+        if not self.exists():
+            return 0
+        row = self.conn.execute(
+            self._q("SELECT value FROM {schema}.ledger_meta WHERE key = 'layout'")
+        ).fetchone()
+        return int(row[0]) if row else 0
+
+    def ensure(self) -> None:
+        """Create the ledger or upgrade its layout; call while holding the advisory lock."""
+        current = self.layout()
+        if current > LEDGER_LAYOUT:
+            raise ConfigError(
+                f"ledger schema {self.schema} has layout {current}, newer than this "
+                f"migrate-safe ({__version__}) understands ({LEDGER_LAYOUT}); upgrade migrate-safe"
+            )
+        for number in range(current + 1, LEDGER_LAYOUT + 1):
+            with self.conn.transaction():
+                self.conn.execute(self._q(_LAYOUTS[number - 1]))
+                self.conn.execute(
+                    self._q(
+                        "INSERT INTO {schema}.ledger_meta (key, value) VALUES ('layout', %s) "
+                        "ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+                    ),
+                    [str(number)],
+                )
+
+    # --- applied rows -----------------------------------------------------------------
+
+    def applied(self) -> list[AppliedRow]:
+        if not self.exists():
+            return []
+        with self.conn.cursor(row_factory=class_row(AppliedRow)) as cur:
+            cur.execute(
+                self._q(
+                    "SELECT version, name, checksum, down_sql, down_checksum, no_transaction,"
+                    " state, statements_done, applied_at, duration_ms, applied_by, run_id"
+                    " FROM {schema}.applied ORDER BY version"
+                )
+            )
+            return cur.fetchall()
+
+    def upsert(
+        self, migration: Migration, *, state: str, run_id: str, duration_ms: int | None = None
+    ) -> None:
+        """Record a version with its down SQL, so a rollback never depends on the source."""
+        down: Script | None = migration.down
+        self.conn.execute(
+            self._q(
+                "INSERT INTO {schema}.applied (version, name, checksum, down_sql, down_checksum,"
+                " no_transaction, state, duration_ms, run_id)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                " ON CONFLICT (version) DO UPDATE SET name = excluded.name,"
+                " checksum = excluded.checksum, down_sql = excluded.down_sql,"
+                " down_checksum = excluded.down_checksum, no_transaction = excluded.no_transaction,"
+                " state = excluded.state, duration_ms = excluded.duration_ms,"
+                " applied_at = now(), applied_by = current_user, run_id = excluded.run_id"
+            ),
+            [
+                migration.version,
+                migration.name,
+                migration.up.checksum,
+                down.text if down else None,
+                down.checksum if down else None,
+                migration.up.directives.no_transaction,
+                state,
+                duration_ms,
+                run_id,
+            ],
+        )
+
+    def set_progress(self, version: int, statements_done: int) -> None:
+        self.conn.execute(
+            self._q("UPDATE {schema}.applied SET statements_done = %s WHERE version = %s"),
+            [statements_done, version],
+        )
+
+    def set_state(self, version: int, state: str, *, duration_ms: int | None = None) -> None:
+        self.conn.execute(
+            self._q(
+                "UPDATE {schema}.applied SET state = %s,"
+                " duration_ms = coalesce(%s, duration_ms) WHERE version = %s"
+            ),
+            [state, duration_ms, version],
+        )
+
+    def realign(self, version: int, checksum: str, down: Script | None) -> None:
+        self.conn.execute(
+            self._q(
+                "UPDATE {schema}.applied SET checksum = %s, down_sql = %s, down_checksum = %s"
+                " WHERE version = %s"
+            ),
+            [checksum, down.text if down else None, down.checksum if down else None, version],
+        )
+
+    def delete(self, version: int) -> None:
+        self.conn.execute(self._q("DELETE FROM {schema}.applied WHERE version = %s"), [version])
+
+    # --- history ----------------------------------------------------------------------
+
+    def append_history(self, entry: HistoryEntry) -> None:
+        self.conn.execute(
+            self._q(
+                "INSERT INTO {schema}.history (run_id, version, name, direction, outcome, attempt,"
+                " sqlstate, error, started_at, duration_ms, tool_version, details)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb)"
+            ),
+            [
+                entry.run_id,
+                entry.version,
+                entry.name,
+                entry.direction,
+                entry.outcome,
+                entry.attempt,
+                entry.sqlstate,
+                entry.error,
+                entry.started_at,
+                entry.duration_ms,
+                __version__,
+                entry.details,
+            ],
+        )
+
+
+# --- the advisory lock ----------------------------------------------------------------
+
+
+def advisory_key(schema: str) -> int:
+    """A stable signed 64-bit key per ledger schema, so two ledgers never block each other."""
+    digest = hashlib.sha256(f"migrate-safe:{schema}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+@dataclass(frozen=True)
+class LockHolder:
+    pid: int
+    application_name: str
+    backend_start: datetime | None
+
+
+def try_advisory_lock(conn: psycopg.Connection[Any], key: int) -> bool:
+    row = conn.execute("SELECT pg_try_advisory_lock(%s)", [key]).fetchone()
+    return bool(row and row[0])
+
+
+def advisory_unlock(conn: psycopg.Connection[Any], key: int) -> None:
+    conn.execute("SELECT pg_advisory_unlock(%s)", [key])
+
+
+def advisory_holder(conn: psycopg.Connection[Any], key: int) -> LockHolder | None:
+    """Who holds our advisory lock, so a waiting run can name it (bigint keys split in two)."""
+    row = conn.execute(
+        "SELECT l.pid, coalesce(a.application_name, ''), a.backend_start"
+        " FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid"
+        " WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1"
+        " AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+        " AND l.classid::bigint = ((%s::bigint >> 32) & 4294967295)"
+        " AND l.objid::bigint = (%s::bigint & 4294967295)",
+        [key, key],
+    ).fetchone()
+    return LockHolder(int(row[0]), str(row[1]), row[2]) if row else None
+
+
+def acquire_advisory_lock(conn: psycopg.Connection[Any], key: int, wait_seconds: float) -> bool:
+    """Poll pg_try_advisory_lock with backoff until the deadline.
+
+    Polling (not a blocking pg_advisory_lock) keeps us out of lock queues where a
+    CREATE INDEX CONCURRENTLY could wait on our own session.
+    """
+    deadline = time.monotonic() + wait_seconds
+    pause = 0.05
+    while True:
+        if try_advisory_lock(conn, key):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+        pause = min(pause * 2, 1.0)

@@ -1,0 +1,89 @@
+"""Lock queries: what our own backend holds (the rehearsal's lock report) and who else
+holds locks on the relations a migration is about to touch (so we do not queue behind them).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+
+from migrate_safe.statements import Relation
+
+
+@dataclass(frozen=True, order=True)
+class HeldLock:
+    relation: str
+    mode: str
+
+    def names(self, relations: set[Relation]) -> bool:
+        """Is this lock on one of the relations (unqualified names match any schema)?"""
+        schema, _, name = self.relation.partition(".")
+        return any(r.name == name and r.schema in (None, schema) for r in relations)
+
+
+@dataclass(frozen=True)
+class Blocker:
+    pid: int
+    application_name: str
+    relation: str
+    mode: str
+    transaction_seconds: float
+
+
+def own_relation_locks(conn: psycopg.Connection[Any], ledger_schema: str) -> set[HeldLock]:
+    """Relation locks this backend holds now, without catalog and ledger noise.
+
+    Locks only accumulate inside a transaction, so the difference before and after a
+    statement is exactly what that statement took.
+    """
+    rows = conn.execute(
+        "SELECT coalesce(n.nspname || '.' || c.relname, 'oid ' || l.relation::text), l.mode"
+        " FROM pg_locks l"
+        " LEFT JOIN pg_class c ON c.oid = l.relation"
+        " LEFT JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE l.pid = pg_backend_pid() AND l.locktype = 'relation' AND l.granted"
+        " AND coalesce(n.nspname, '') NOT IN ('pg_catalog', 'information_schema', %s)"
+        " AND coalesce(n.nspname, '') NOT LIKE 'pg_toast%%'",
+        [ledger_schema],
+    ).fetchall()
+    return {HeldLock(str(r[0]), str(r[1])) for r in rows}
+
+
+def resolve_relations(conn: psycopg.Connection[Any], relations: set[Relation]) -> list[int]:
+    """OIDs of the named relations that exist now (a table created by the migration does not)."""
+    names = [str(r) for r in sorted(relations)]
+    if not names:
+        return []
+    rows = conn.execute(
+        "SELECT DISTINCT to_regclass(name)::oid FROM unnest(%s::text[]) AS name"
+        " WHERE to_regclass(name) IS NOT NULL",
+        [names],
+    ).fetchall()
+    return [int(r[0]) for r in rows]
+
+
+def long_lock_holders(
+    conn: psycopg.Connection[Any], relation_oids: list[int], older_than_seconds: float
+) -> list[Blocker]:
+    """Other sessions whose transaction, older than the threshold, holds a lock on these tables.
+
+    An ALTER queued behind such a transaction would make every later query on the table
+    queue behind the ALTER: waiting before we ask for the lock avoids that outage.
+    """
+    if not relation_oids:
+        return []
+    rows = conn.execute(
+        "SELECT l.pid, coalesce(a.application_name, ''), n.nspname || '.' || c.relname, l.mode,"
+        " extract(epoch FROM clock_timestamp() - a.xact_start)::float8"
+        " FROM pg_locks l"
+        " JOIN pg_stat_activity a ON a.pid = l.pid"
+        " JOIN pg_class c ON c.oid = l.relation"
+        " JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE l.relation = ANY(%s::oid[]) AND l.granted AND l.pid <> pg_backend_pid()"
+        " AND a.xact_start < clock_timestamp() - make_interval(secs => %s)"
+        " ORDER BY a.xact_start",
+        [relation_oids, older_than_seconds],
+    ).fetchall()
+    return [Blocker(int(r[0]), str(r[1]), str(r[2]), str(r[3]), float(r[4])) for r in rows]

@@ -1,0 +1,142 @@
+"""What a run leaves behind: JSONL events, a JSON report, a compact termination message.
+
+Every byte goes through the Redactor first, so a DSN's password never reaches a file,
+a terminal or the operator.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+from migrate_safe.config import Redactor
+from migrate_safe.errors import ConfigError
+
+TERMINATION_LIMIT = 4096
+
+
+def new_run_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class Reporter:
+    command: str
+    log_dir: Path
+    redact: Redactor
+    termination_log: Path | None = None
+    json_output: bool = False
+    quiet: bool = False
+    run_id: str = field(default_factory=new_run_id)
+    started_at: datetime = field(default_factory=utcnow)
+    err: TextIO | None = None  # None: whatever sys.stderr is when printing
+    out: TextIO | None = None
+
+    def __post_init__(self) -> None:
+        try:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise ConfigError(
+                f"--log-dir {self.log_dir}: cannot create: {error.strerror}"
+            ) from None
+
+    def _dumps(self, document: dict[str, Any]) -> str:
+        return self.redact(json.dumps(document, default=str, sort_keys=False))
+
+    def event(self, kind: str, /, **fields: Any) -> None:
+        """Append one JSON line to events.jsonl: the run's timeline for log shippers."""
+        record = {"ts": utcnow().isoformat(), "run_id": self.run_id, "command": self.command}
+        record.update(event=kind, **fields)
+        with (self.log_dir / "events.jsonl").open("a", encoding="utf-8") as handle:
+            handle.write(self._dumps(record) + "\n")
+
+    def progress(self, text: str) -> None:
+        """A human line on stderr (stdout stays clean for --json)."""
+        if not self.quiet:
+            print(self.redact(text), file=self.err or sys.stderr, flush=True)
+
+    def result(self, text: str) -> None:
+        """A human result line: stdout, or stderr under --json (stdout holds only JSON)."""
+        if self.json_output:
+            self.progress(text)
+        else:
+            self._print_json_or_text(text)
+
+    def _print_json_or_text(self, text: str) -> None:
+        print(self.redact(text), file=self.out or sys.stdout, flush=True)
+
+    def finish(self, exit_code: int, outcome: str, body: dict[str, Any]) -> Path:
+        """Write the JSON report and the termination message; print JSON when asked."""
+        finished = utcnow()
+        report = {
+            "command": self.command,
+            "run_id": self.run_id,
+            "outcome": outcome,
+            "exit_code": exit_code,
+            "started_at": self.started_at.isoformat(),
+            "finished_at": finished.isoformat(),
+            "duration_ms": round((finished - self.started_at).total_seconds() * 1000),
+            **body,
+        }
+        stamp = self.started_at.strftime("%Y%m%dT%H%M%SZ")
+        path = self.log_dir / f"{self.command}-{stamp}-{self.run_id}.json"
+        path.write_text(self._dumps(report) + "\n", encoding="utf-8")
+        self.event("run_finished", outcome=outcome, exit_code=exit_code, report=str(path))
+        self._write_termination(report)
+        if self.json_output:
+            self._print_json_or_text(json.dumps(json.loads(self._dumps(report)), indent=2))
+        return path
+
+    def _write_termination(self, report: dict[str, Any]) -> None:
+        target = self.termination_log
+        if target is None:
+            return
+        try:
+            target.write_text(self._summary(report), encoding="utf-8")
+        except OSError as error:
+            self.progress(f"warning: cannot write termination log {target}: {error.strerror}")
+
+    def _summary(self, report: dict[str, Any]) -> str:
+        """A ≤ 4 KiB digest for the kubelet to copy into the pod status."""
+        keys = ("command", "run_id", "outcome", "exit_code", "current_version", "pending")
+        summary = {k: report[k] for k in keys if k in report}
+        for optional in ("applied", "rolled_back", "error"):
+            if optional in report:
+                summary[optional] = report[optional]
+        text = self._dumps(summary)
+        while len(text.encode()) > TERMINATION_LIMIT and _shrink(summary):
+            text = self._dumps(summary)
+        return text
+
+
+def _shrink(summary: dict[str, Any]) -> bool:
+    """Drop detail in order of least value; False when nothing is left to drop."""
+    for key in ("applied", "rolled_back", "pending"):
+        value = summary.get(key)
+        if isinstance(value, list) and value:
+            summary[key] = value[: len(value) // 2]
+            return True
+    error = summary.get("error")
+    if isinstance(error, dict) and len(str(error.get("message", ""))) > 200:
+        error["message"] = str(error["message"])[:200] + "…"
+        return True
+    if "error" in summary and isinstance(error, dict) and "details" in error:
+        del error["details"]
+        return True
+    return False
+
+
+def default_termination_log() -> Path | None:
+    """In a pod the kubelet provides /dev/termination-log; elsewhere there is none."""
+    path = Path("/dev/termination-log")
+    return path if path.exists() and os.access(path, os.W_OK) else None

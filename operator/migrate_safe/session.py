@@ -1,0 +1,64 @@
+"""Database sessions: connecting with a redacted error, and the run-wide advisory lock."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+
+from migrate_safe.config import Settings, describe_dsn
+from migrate_safe.errors import ConfigError, MigrationFailed
+from migrate_safe.ledger import (
+    Ledger,
+    acquire_advisory_lock,
+    advisory_holder,
+    advisory_key,
+    advisory_unlock,
+)
+
+
+@contextmanager
+def connect(settings: Settings, purpose: str) -> Iterator[psycopg.Connection[Any]]:
+    """An autocommit connection named `migrate-safe/<purpose>` in pg_stat_activity."""
+    dsn = settings.require_database_url()
+    where = describe_dsn(dsn)
+    try:
+        conn = psycopg.connect(
+            dsn, autocommit=True, application_name=f"migrate-safe/{purpose}", connect_timeout=10
+        )
+    except psycopg.OperationalError as error:
+        reason = settings.redact(str(error).strip().splitlines()[-1] if str(error) else "")
+        raise ConfigError(f"cannot connect to {where}: {reason}") from None
+    try:
+        if conn.info.server_version >= 140000:
+            # If this process dies mid-statement, the server notices within a second and ends
+            # the backend, releasing its locks instead of running on as an orphan.
+            conn.execute("SET client_connection_check_interval = 1000")
+        yield conn
+    finally:
+        conn.close()
+
+
+@contextmanager
+def exclusive(ledger: Ledger, wait_seconds: float) -> Iterator[None]:
+    """Hold the ledger's session-level advisory lock; name the holder if it stays taken."""
+    key = advisory_key(ledger.schema)
+    if not acquire_advisory_lock(ledger.conn, key, wait_seconds):
+        holder = advisory_holder(ledger.conn, key)
+        who = (
+            f"pid {holder.pid} ({holder.application_name or 'no application_name'})"
+            if holder
+            else "another session"
+        )
+        raise MigrationFailed(
+            f"another migration run holds the lock of ledger {ledger.schema}: {who}; "
+            f"gave up after {wait_seconds:g}s (--lock-wait)",
+            details={"holder_pid": holder.pid if holder else None},
+        )
+    try:
+        yield
+    finally:
+        if not ledger.conn.closed:
+            advisory_unlock(ledger.conn, key)

@@ -1,0 +1,117 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from migrate_safe.errors import SourceError
+from migrate_safe.source import load_source, parse_directives, sha256_hex
+
+
+def write(directory: Path, name: str, text: str | bytes = "SELECT 1;") -> Path:
+    path = directory / name
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text)
+    return path
+
+
+def test_loads_golang_migrate_pairs_in_version_order_with_checksums(tmp_path: Path) -> None:
+    write(tmp_path, "002_second.up.sql", "CREATE TABLE b ();")
+    write(tmp_path, "002_second.down.sql", "DROP TABLE b;")
+    write(tmp_path, "1_first.up.sql", "CREATE TABLE a ();")
+    write(tmp_path, "1_first.down.sql", "DROP TABLE a;")
+    write(tmp_path, "20240101120000_timestamped.up.sql")
+    write(tmp_path, "20240101120000_timestamped.down.sql")
+    write(tmp_path, "README.md", "not a migration")
+    source = load_source(tmp_path)
+    assert [m.version for m in source.migrations] == [1, 2, 20240101120000]
+    assert [m.name for m in source.migrations] == ["first", "second", "timestamped"]
+    assert source.migrations[0].up.checksum == sha256_hex(b"CREATE TABLE a ();")
+    assert source.latest_version == 20240101120000
+
+
+def test_every_problem_is_reported_naming_its_file(tmp_path: Path) -> None:
+    write(tmp_path, "001_a.up.sql")
+    write(tmp_path, "001_a.down.sql")
+    write(tmp_path, "01_dup.up.sql")
+    write(tmp_path, "002_latin1.up.sql", "SELECT 'caf\xe9';".encode("latin-1"))
+    write(tmp_path, "002_latin1.down.sql")
+    write(tmp_path, "003_no_down.up.sql")
+    write(tmp_path, "004_orphan.down.sql")
+    write(tmp_path, "five_bad_name.up.sql")
+    with pytest.raises(SourceError) as raised:
+        load_source(tmp_path)
+    message = raised.value.message
+    assert "01_dup.up.sql: duplicate version 1" in message
+    assert "002_latin1.up.sql: not UTF-8" in message
+    assert "003_no_down.up.sql: no down migration" in message
+    assert "004_orphan.down.sql: down migration without an up migration" in message
+    assert "five_bad_name.up.sql: name does not parse" in message
+
+
+def test_missing_down_is_allowed_only_with_the_flag_and_reported(tmp_path: Path) -> None:
+    write(tmp_path, "001_only_up.up.sql")
+    with pytest.raises(SourceError, match="--allow-missing-down"):
+        load_source(tmp_path)
+    source = load_source(tmp_path, allow_missing_down=True)
+    assert source.migrations[0].down is None
+    assert any("001_only_up.up.sql: no down migration" in w for w in source.warnings)
+
+
+def test_missing_directory_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(SourceError, match="migrations directory not found"):
+        load_source(tmp_path / "nope")
+
+
+def test_directives_in_the_leading_comment_block() -> None:
+    text = (
+        "-- migrate-safe:no-transaction\n"
+        "-- migrate-safe:lock-timeout=5s\n"
+        "-- migrate-safe:statement-timeout=30m\n"
+        "-- migrate-safe:allow=MS101, MS102\n"
+        "CREATE INDEX CONCURRENTLY i ON t (x);\n"
+        "-- migrate-safe:lock-timeout=9s  (ignored: not in the leading block)\n"
+    )
+    directives = parse_directives(text, "f.sql")
+    assert directives.no_transaction
+    assert directives.lock_timeout == 5.0
+    assert directives.statement_timeout == 1800.0
+    assert directives.allow == {"MS101", "MS102"}
+
+
+@pytest.mark.parametrize(
+    ("line", "problem"),
+    [
+        ("-- migrate-safe:no-transactions", "unknown directive"),
+        ("-- migrate-safe:lock-timeout=soon", "cannot parse duration"),
+        ("-- migrate-safe:lock-timeout", "needs a value"),
+        ("-- migrate-safe:no-transaction=yes", "takes no value"),
+    ],
+)
+def test_bad_directive_names_file_and_line(line: str, problem: str) -> None:
+    with pytest.raises(SourceError, match=rf"f\.sql:2: .*{problem}"):
+        parse_directives(f"-- header\n{line}\nSELECT 1;", "f.sql")
+
+
+names = st.from_regex(r"[0-9]{1,6}_[a-z_]{1,8}\.(up|down)\.sql", fullmatch=True)
+
+
+@settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(names, max_size=8, unique=True), st.binary(max_size=40))
+def test_loader_either_loads_or_raises_source_error(
+    tmp_path_factory: pytest.TempPathFactory, file_names: list[str], content: bytes
+) -> None:
+    directory = tmp_path_factory.mktemp("src")
+    for name in file_names:
+        write(directory, name, content)
+    try:
+        source = load_source(directory, allow_missing_down=True)
+    except SourceError as error:
+        assert str(directory) in error.message
+    else:
+        versions = [m.version for m in source.migrations]
+        assert versions == sorted(set(versions))
