@@ -14,13 +14,13 @@ import psycopg
 from psycopg import sql
 
 from migrate_safe.config import Settings, describe_dsn
-from migrate_safe.engine import Engine, Outcome
+from migrate_safe.engine import Engine
 from migrate_safe.errors import ConfigError, MigrationFailed
 from migrate_safe.ledger import HistoryEntry, Ledger
 from migrate_safe.localpg import LocalPostgres
 from migrate_safe.plan import LedgerState, RollbackStep
 from migrate_safe.report import Reporter, utcnow
-from migrate_safe.session import connect, exclusive
+from migrate_safe.session import connect, locked_ledger
 from migrate_safe.source import Migration, Source, load_source
 from migrate_safe.statements import touched_relations
 
@@ -45,10 +45,6 @@ def _describe(settings: Settings, body: Body) -> None:
     body["ledger_schema"] = settings.ledger_schema
 
 
-def _outcomes(outcomes: list[Outcome]) -> list[dict[str, Any]]:
-    return [o.__dict__ for o in outcomes]
-
-
 # --- apply / rehearsal ------------------------------------------------------------------
 
 
@@ -61,29 +57,25 @@ def run_apply(
 ) -> None:
     source = _load(settings, report)
     _describe(settings, body)
-    with connect(settings, report.command) as conn:
-        ledger = Ledger(conn, settings.ledger_schema)
-        with exclusive(ledger, settings.policy.advisory_lock_wait):
-            if not dry_run:
-                ledger.ensure()
-            state = LedgerState(ledger.applied(), source)
-            state.refuse_unsafe_apply()
-            pending = state.to_apply(target)
-            body["target_version"] = pending[-1].version if pending else state.current_version
-            engine = Engine(conn, ledger, settings.policy, report)
-            if dry_run:
-                _rehearse(engine, pending, report, body)
-                return
-            report.progress(f"apply on {body['database']}: {len(pending)} pending")
-            applied = body.setdefault("applied", [])
-            for migration in pending:
-                applied.extend(_outcomes(engine.apply([migration])))
-            final = LedgerState(ledger.applied(), source)
-            body["current_version"] = final.current_version
-            body["pending"] = [m.version for m in final.pending]
-            report.progress(
-                f"applied {len(applied)} migration(s); current version {final.current_version}"
-            )
+    with locked_ledger(settings, report.command, create=not dry_run) as ledger:
+        state = LedgerState(ledger.applied(), source)
+        state.refuse_unsafe_apply()
+        pending = state.to_apply(target)
+        body["target_version"] = pending[-1].version if pending else state.current_version
+        engine = Engine(ledger.conn, ledger, settings.policy, report)
+        if dry_run:
+            _rehearse(engine, pending, report, body)
+            return
+        report.progress(f"apply on {body['database']}: {len(pending)} pending")
+        applied = body.setdefault("applied", [])
+        for migration in pending:
+            applied.append(engine.apply(migration).__dict__)
+        final = LedgerState(ledger.applied(), source)
+        body["current_version"] = final.current_version
+        body["pending"] = [m.version for m in final.pending]
+        report.progress(
+            f"applied {len(applied)} migration(s); current version {final.current_version}"
+        )
 
 
 def _rehearse(engine: Engine, pending: list[Migration], report: Reporter, body: Body) -> None:
@@ -123,23 +115,20 @@ def run_rollback(
 ) -> None:
     source = _load(settings, report, missing_ok=True)
     _describe(settings, body)
-    with connect(settings, "rollback") as conn:
-        ledger = Ledger(conn, settings.ledger_schema)
-        with exclusive(ledger, settings.policy.advisory_lock_wait):
-            ledger.ensure()
-            state = LedgerState(ledger.applied(), source)
-            if state.dirty:
-                state.refuse_unsafe_apply()
-            plan = state.to_roll_back(target=target, steps=steps)
-            report.progress(f"rollback on {body['database']}: {len(plan)} version(s)")
-            rolled_back = body.setdefault("rolled_back", [])
-            engine = Engine(conn, ledger, settings.policy, report)
-            for step in plan:
-                rolled_back.extend(_outcomes(engine.rollback([step])))
-            final = LedgerState(ledger.applied(), source)
-            body["current_version"] = final.current_version
-            body["pending"] = [m.version for m in final.pending]
-            report.progress(f"rolled back {len(rolled_back)}; current {final.current_version}")
+    with locked_ledger(settings, "rollback") as ledger:
+        state = LedgerState(ledger.applied(), source)
+        if state.dirty:
+            state.refuse_unsafe_apply()
+        plan = state.to_roll_back(target=target, steps=steps)
+        report.progress(f"rollback on {body['database']}: {len(plan)} version(s)")
+        rolled_back = body.setdefault("rolled_back", [])
+        engine = Engine(ledger.conn, ledger, settings.policy, report)
+        for step in plan:
+            rolled_back.append(engine.rollback(step).__dict__)
+        final = LedgerState(ledger.applied(), source)
+        body["current_version"] = final.current_version
+        body["pending"] = [m.version for m in final.pending]
+        report.progress(f"rolled back {len(rolled_back)}; current {final.current_version}")
 
 
 # --- status and plan ----------------------------------------------------------------------
@@ -252,25 +241,20 @@ def _record(
 def baseline(args: Args, settings: Settings, report: Reporter, body: Body) -> None:
     source = _load(settings, report)
     _describe(settings, body)
-    with connect(settings, "baseline") as conn:
-        ledger = Ledger(conn, settings.ledger_schema)
-        with exclusive(ledger, settings.policy.advisory_lock_wait):
-            ledger.ensure()
-            if ledger.applied():
-                raise ConfigError("baseline: the ledger already has versions; use force instead")
-            version = args.baseline_version
-            if args.from_golang_migrate:
-                version = _golang_migrate_version(conn, args.from_golang_migrate)
-            known = source.by_version()
-            if version not in known:
-                raise ConfigError(f"baseline --version {version}: no such migration in the source")
-            with conn.transaction():
-                for migration in (m for m in source.migrations if m.version <= version):
-                    ledger.upsert(migration, state="applied", run_id=report.run_id)
-                    _record(
-                        ledger, report, "baseline", "recorded", migration.version, migration.name
-                    )
-            body["current_version"] = version
+    with locked_ledger(settings, "baseline") as ledger:
+        if ledger.applied():
+            raise ConfigError("baseline: the ledger already has versions; use force instead")
+        version = args.baseline_version
+        if args.from_golang_migrate:
+            version = _golang_migrate_version(ledger.conn, args.from_golang_migrate)
+        known = source.by_version()
+        if version not in known:
+            raise ConfigError(f"baseline --version {version}: no such migration in the source")
+        with ledger.conn.transaction():
+            for migration in (m for m in source.migrations if m.version <= version):
+                ledger.upsert(migration, state="applied", run_id=report.run_id)
+                _record(ledger, report, "baseline", "recorded", migration.version, migration.name)
+        body["current_version"] = version
 
 
 def _golang_migrate_version(conn: psycopg.Connection[Any], table: str) -> int:
@@ -292,50 +276,42 @@ def force(args: Args, settings: Settings, report: Reporter, body: Body) -> None:
     source = _load(settings, report, missing_ok=True)
     _describe(settings, body)
     version = args.force_version
-    with connect(settings, "force") as conn:
-        ledger = Ledger(conn, settings.ledger_schema)
-        with exclusive(ledger, settings.policy.advisory_lock_wait):
-            ledger.ensure()
-            rows = {row.version: row for row in ledger.applied()}
-            migration = source.by_version().get(version)
-            if version != 0 and version not in rows and migration is None:
-                raise ConfigError(f"force --version {version}: not in the ledger nor the source")
-            with conn.transaction():
-                for row in sorted(rows.values(), key=lambda r: -r.version):
-                    if row.version > version:
-                        ledger.delete(row.version)
-                        _record(ledger, report, "force", "removed", row.version, row.name)
-                if version in rows:
-                    if rows[version].dirty:
-                        ledger.set_state(version, "applied")
-                        _record(
-                            ledger, report, "force", "marked_applied", version, rows[version].name
-                        )
-                elif migration is not None:
-                    ledger.upsert(migration, state="applied", run_id=report.run_id)
-                    _record(ledger, report, "force", "marked_applied", version, migration.name)
-            body["current_version"] = version if version else None
+    with locked_ledger(settings, "force") as ledger:
+        rows = {row.version: row for row in ledger.applied()}
+        migration = source.by_version().get(version)
+        if version != 0 and version not in rows and migration is None:
+            raise ConfigError(f"force --version {version}: not in the ledger nor the source")
+        with ledger.conn.transaction():
+            for row in sorted(rows.values(), key=lambda r: -r.version):
+                if row.version > version:
+                    ledger.delete(row.version)
+                    _record(ledger, report, "force", "removed", row.version, row.name)
+            if version in rows:
+                if rows[version].dirty:
+                    ledger.set_state(version, "applied")
+                    _record(ledger, report, "force", "marked_applied", version, rows[version].name)
+            elif migration is not None:
+                ledger.upsert(migration, state="applied", run_id=report.run_id)
+                _record(ledger, report, "force", "marked_applied", version, migration.name)
+        body["current_version"] = version if version else None
 
 
 def repair(args: Args, settings: Settings, report: Reporter, body: Body) -> None:
     source = _load(settings, report)
     _describe(settings, body)
-    with connect(settings, "repair") as conn:
-        ledger = Ledger(conn, settings.ledger_schema)
-        with exclusive(ledger, settings.policy.advisory_lock_wait):
-            ledger.ensure()
-            state = LedgerState(ledger.applied(), source)
-            known = source.by_version()
-            with conn.transaction():
-                for row in state.dirty:
-                    ledger.delete(row.version)
-                    _record(ledger, report, "repair", "removed_dirty", row.version, row.name)
-                for mismatch in state.checksum_mismatches:
-                    migration = known[mismatch.version]
-                    ledger.realign(mismatch.version, migration.up.checksum, migration.down)
-                    _record(ledger, report, "repair", "realigned", mismatch.version, migration.name)
-            body["removed_dirty"] = [row.version for row in state.dirty]
-            body["realigned"] = [m.version for m in state.checksum_mismatches]
+    with locked_ledger(settings, "repair") as ledger:
+        state = LedgerState(ledger.applied(), source)
+        known = source.by_version()
+        with ledger.conn.transaction():
+            for row in state.dirty:
+                ledger.delete(row.version)
+                _record(ledger, report, "repair", "removed_dirty", row.version, row.name)
+            for mismatch in state.checksum_mismatches:
+                migration = known[mismatch.version]
+                ledger.realign(mismatch.version, migration.up.checksum, migration.down)
+                _record(ledger, report, "repair", "realigned", mismatch.version, migration.name)
+        body["removed_dirty"] = [row.version for row in state.dirty]
+        body["realigned"] = [m.version for m in state.checksum_mismatches]
 
 
 # --- demo -------------------------------------------------------------------------------------

@@ -104,6 +104,23 @@ class Outcome:
     attempts: int
 
 
+@dataclass(frozen=True)
+class _Unit:
+    """One script to run in one direction, and what it changes in the ledger."""
+
+    version: int
+    name: str
+    direction: str  # "up" or "down"
+    script: Script
+    mark_dirty: Callable[[], None]  # no-transaction scripts: before the first statement
+    record_done: Callable[[int], None]  # with the duration; inside the script's transaction
+    failure: type[MigrateSafeError]
+
+    @property
+    def label(self) -> str:
+        return f"{self.version}_{self.name}"
+
+
 class Engine:
     def __init__(
         self, conn: psycopg.Connection[Any], ledger: Ledger, policy: ApplyPolicy, report: Reporter
@@ -113,200 +130,124 @@ class Engine:
         self.policy = policy
         self.report = report
 
-    # --- apply ---------------------------------------------------------------------------
-
-    def apply(self, migrations: list[Migration]) -> list[Outcome]:
-        outcomes: list[Outcome] = []
-        for migration in migrations:
-            self.report.event("migration_started", version=migration.version, name=migration.name)
-            started = time.monotonic()
-            if migration.up.directives.no_transaction:
-                attempts = self._apply_autocommit(migration)
-            else:
-                attempts = self._apply_transactional(migration)
-            outcome = Outcome(migration.version, migration.name, _millis(started), attempts)
-            outcomes.append(outcome)
-            self.report.event("migration_succeeded", **outcome.__dict__)
-            retry_note = f" after {attempts} attempts" if attempts > 1 else ""
-            self.report.progress(f"  ✓ {migration.label}  {outcome.duration_ms} ms{retry_note}")
-        return outcomes
-
-    def _apply_transactional(self, migration: Migration) -> int:
-        def finish(duration_ms: int, attempt: int) -> None:
-            self.ledger.upsert(
-                migration, state="applied", run_id=self.report.run_id, duration_ms=duration_ms
+    def apply(self, migration: Migration) -> Outcome:
+        def record(state: str) -> Callable[[int | None], None]:
+            return lambda ms: self.ledger.upsert(
+                migration, state=state, run_id=self.report.run_id, duration_ms=ms
             )
-            self._history(migration.version, migration.name, "up", "succeeded", attempt=attempt)
 
-        return self._run_in_transaction(
-            migration.up, migration.version, migration.name, "up", finish, MigrationFailed
-        )
+        return self._run(
+            _Unit(
+                migration.version, migration.name, "up", migration.up,
+                mark_dirty=lambda: record("dirty")(None),
+                record_done=record("applied"),
+                failure=MigrationFailed,
+            )
+        )  # fmt: skip
 
-    def _apply_autocommit(self, migration: Migration) -> int:
-        statements = _split_strict(migration.up)
+    def rollback(self, step: RollbackStep) -> Outcome:
+        version = step.row.version
+        return self._run(
+            _Unit(
+                version, step.row.name, "down", step.down,
+                mark_dirty=lambda: self.ledger.set_state(version, "dirty"),
+                record_done=lambda _ms: self.ledger.delete(version),
+                failure=RollbackFailed,
+            )
+        )  # fmt: skip
+
+    def _run(self, unit: _Unit) -> Outcome:
+        self.report.event(f"{unit.direction}_started", version=unit.version, name=unit.name)
         started = time.monotonic()
-        with self.conn.transaction():
-            self.ledger.upsert(migration, state="dirty", run_id=self.report.run_id)
-            self._history(migration.version, migration.name, "up", "started")
-        attempts = self._run_autocommit(
-            migration.up, statements, migration.version, migration.name, "up", MigrationFailed
-        )
-        with self.conn.transaction():
-            self.ledger.set_state(migration.version, "applied", duration_ms=_millis(started))
-            self._history(migration.version, migration.name, "up", "succeeded", attempt=attempts)
-        return attempts
-
-    # --- rollback ------------------------------------------------------------------------
-
-    def rollback(self, steps: list[RollbackStep]) -> list[Outcome]:
-        outcomes: list[Outcome] = []
-        for step in steps:
-            row = step.row
-            self.report.event("rollback_started", version=row.version, name=row.name)
-            started = time.monotonic()
-            if step.down.directives.no_transaction:
-                attempts = self._rollback_autocommit(step)
-            else:
-                attempts = self._rollback_transactional(step)
-            outcome = Outcome(row.version, row.name, _millis(started), attempts)
-            outcomes.append(outcome)
-            self.report.event("rollback_succeeded", **outcome.__dict__)
-            self.report.progress(f"  ↶ {row.version}_{row.name}  {outcome.duration_ms} ms")
-        return outcomes
-
-    def _rollback_transactional(self, step: RollbackStep) -> int:
-        row = step.row
-
-        def finish(duration_ms: int, attempt: int) -> None:
-            self.ledger.delete(row.version)
-            self._history(
-                row.version, row.name, "down", "succeeded", attempt=attempt, ms=duration_ms
-            )
-
-        return self._run_in_transaction(
-            step.down, row.version, row.name, "down", finish, RollbackFailed
-        )
-
-    def _rollback_autocommit(self, step: RollbackStep) -> int:
-        row = step.row
-        statements = _split_strict(step.down)
-        with self.conn.transaction():
-            self.ledger.set_state(row.version, "dirty")
-            self._history(row.version, row.name, "down", "started")
-        attempts = self._run_autocommit(
-            step.down, statements, row.version, row.name, "down", RollbackFailed
-        )
-        with self.conn.transaction():
-            self.ledger.delete(row.version)
-            self._history(row.version, row.name, "down", "succeeded", attempt=attempts)
-        return attempts
+        if unit.script.directives.no_transaction:
+            attempts = self._run_autocommit(unit)
+        else:
+            attempts = self._run_in_transaction(unit)
+        outcome = Outcome(unit.version, unit.name, _millis(started), attempts)
+        self.report.event(f"{unit.direction}_succeeded", **outcome.__dict__)
+        symbol = "✓" if unit.direction == "up" else "↶"
+        retries = f" after {attempts} attempts" if attempts > 1 else ""
+        self.report.progress(f"  {symbol} {unit.label}  {outcome.duration_ms} ms{retries}")
+        return outcome
 
     # --- the two ways of running a script ---------------------------------------------------
 
-    def _run_in_transaction(
-        self,
-        script: Script,
-        version: int,
-        name: str,
-        direction: str,
-        finish: Callable[[int, int], None],
-        failure: type[MigrateSafeError],
-    ) -> int:
-        """Run the whole script plus `finish` (ledger row, history) atomically, with retries."""
-        statements = script_statements(script)
-        relations = touched_relations(script.text)
+    def _run_in_transaction(self, unit: _Unit) -> int:
+        """The whole script plus its ledger change and history row, atomically, with retries."""
+        statements = script_statements(unit.script)
+        relations = touched_relations(unit.script.text)
         for attempt in range(1, self.policy.lock_retries + 2):
-            lock_timeout = self.policy.lock_timeout_for(attempt, script.directives.lock_timeout)
+            lock_timeout = self.policy.lock_timeout_for(
+                attempt, unit.script.directives.lock_timeout
+            )
             self._wait_until_quiet(resolve_relations(self.conn, relations), lock_timeout)
             started = time.monotonic()
             try:
                 with self.conn.transaction():
-                    self._set_timeouts(script, lock_timeout, local=True)
+                    self._set_timeouts(unit.script, lock_timeout, local=True)
                     for statement in statements:
-                        self._execute(script, statement)
-                    finish(_millis(started), attempt)
+                        self._execute(unit.script, statement)
+                    unit.record_done(_millis(started))
+                    self._history(unit, "succeeded", attempt=attempt)
                 return attempt
             except StatementFailed as failed:
-                self._after_failure(failed, version, name, direction, attempt, failure)
+                self._after_failure(failed, unit, attempt)
         raise AssertionError("unreachable: _after_failure raises on the last attempt")
 
-    def _run_autocommit(
-        self,
-        script: Script,
-        statements: list[Statement],
-        version: int,
-        name: str,
-        direction: str,
-        failure: type[MigrateSafeError],
-    ) -> int:
-        """Statement by statement outside a transaction; each one retried on lock timeout."""
+    def _run_autocommit(self, unit: _Unit) -> int:
+        """Statement by statement outside a transaction, the ledger row dirty until the end."""
+        statements = _split_strict(unit.script)
+        started = time.monotonic()
+        with self.conn.transaction():
+            unit.mark_dirty()
+            self._history(unit, "started")
         most_attempts = 1
         for done, statement in enumerate(statements, start=1):
-            most_attempts = max(
-                most_attempts,
-                self._autocommit_statement(script, statement, version, name, direction, failure),
-            )
-            self.ledger.set_progress(version, done)
+            most_attempts = max(most_attempts, self._autocommit_statement(unit, statement))
+            self.ledger.set_progress(unit.version, done)
         self.conn.execute("RESET lock_timeout")
         self.conn.execute("RESET statement_timeout")
+        with self.conn.transaction():
+            unit.record_done(_millis(started))
+            self._history(unit, "succeeded", attempt=most_attempts)
         return most_attempts
 
-    def _autocommit_statement(
-        self,
-        script: Script,
-        statement: Statement,
-        version: int,
-        name: str,
-        direction: str,
-        failure: type[MigrateSafeError],
-    ) -> int:
+    def _autocommit_statement(self, unit: _Unit, statement: Statement) -> int:
         relations = resolve_relations(self.conn, touched_relations(statement.sql))
         for attempt in range(1, self.policy.lock_retries + 2):
-            lock_timeout = self.policy.lock_timeout_for(attempt, script.directives.lock_timeout)
+            lock_timeout = self.policy.lock_timeout_for(
+                attempt, unit.script.directives.lock_timeout
+            )
             self._wait_until_quiet(relations, lock_timeout)
-            self._set_timeouts(script, lock_timeout, local=False)
+            self._set_timeouts(unit.script, lock_timeout, local=False)
             try:
-                self._execute(script, statement)
+                self._execute(unit.script, statement)
                 return attempt
             except StatementFailed as failed:
                 self._drop_invalid_index(statement)
-                self._after_failure(failed, version, name, direction, attempt, failure)
+                self._after_failure(failed, unit, attempt)
         raise AssertionError("unreachable: _after_failure raises on the last attempt")
 
-    def _after_failure(
-        self,
-        failed: StatementFailed,
-        version: int,
-        name: str,
-        direction: str,
-        attempt: int,
-        failure: type[MigrateSafeError],
-    ) -> None:
+    def _after_failure(self, failed: StatementFailed, unit: _Unit, attempt: int) -> None:
         """Record the attempt; sleep and return to retry a lock timeout, raise otherwise."""
         info = failed.as_dict()
         retry = failed.lock_timeout and attempt <= self.policy.lock_retries
-        outcome = "retried" if retry else "failed"
         self._history(
-            version,
-            name,
-            direction,
-            outcome,
-            attempt=attempt,
-            sqlstate=failed.error.sqlstate,
-            error=info["message"],
-        )
+            unit, "retried" if retry else "failed", attempt=attempt,
+            sqlstate=failed.error.sqlstate, error=info["message"],
+        )  # fmt: skip
         if retry:
             pause = self.policy.backoff_for(attempt)
-            self.report.event("lock_timeout_retry", version=version, attempt=attempt, **info)
+            self.report.event("lock_timeout_retry", version=unit.version, attempt=attempt, **info)
             self.report.progress(
-                f"    lock not available for {version}_{name} (attempt {attempt}); "
+                f"    lock not available for {unit.label} (attempt {attempt}); "
                 f"retrying in {pause:.2f}s with a longer lock_timeout"
             )
             time.sleep(pause)
             return
-        self.report.event(f"{direction}_failed", version=version, attempt=attempt, **info)
+        self.report.event(f"{unit.direction}_failed", version=unit.version, attempt=attempt, **info)
         gave_up = f" after {attempt} attempts" if failed.lock_timeout else ""
-        raise failure(f"{version}_{name} failed{gave_up}: {failed.describe()}", details=info)
+        raise unit.failure(f"{unit.label} failed{gave_up}: {failed.describe()}", details=info)
 
     def _execute(self, script: Script, statement: Statement) -> None:
         try:
@@ -362,29 +303,25 @@ class Engine:
 
     def _history(
         self,
-        version: int,
-        name: str,
-        direction: str,
+        unit: _Unit,
         outcome: str,
         *,
         attempt: int = 1,
         sqlstate: str | None = None,
         error: str | None = None,
-        ms: int | None = None,
     ) -> None:
         """History rows of failed attempts are written after the rollback, in autocommit."""
         self.ledger.append_history(
             HistoryEntry(
                 run_id=self.report.run_id,
-                direction=direction,
+                direction=unit.direction,
                 outcome=outcome,
                 started_at=self.report.started_at,
-                version=version,
-                name=name,
+                version=unit.version,
+                name=unit.name,
                 attempt=attempt,
                 sqlstate=sqlstate,
                 error=error,
-                duration_ms=ms,
             )
         )
 

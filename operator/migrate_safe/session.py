@@ -62,3 +62,15 @@ def exclusive(ledger: Ledger, wait_seconds: float) -> Iterator[None]:
     finally:
         if not ledger.conn.closed:
             advisory_unlock(ledger.conn, key)
+
+
+@contextmanager
+def locked_ledger(settings: Settings, purpose: str, *, create: bool = True) -> Iterator[Ledger]:
+    """A connection holding the ledger's advisory lock, the ledger created unless `create`
+    is False (a rehearsal changes nothing, not even that)."""
+    with connect(settings, purpose) as conn:
+        ledger = Ledger(conn, settings.ledger_schema)
+        with exclusive(ledger, settings.policy.advisory_lock_wait):
+            if create:
+                ledger.ensure()
+            yield ledger
