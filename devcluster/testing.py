@@ -1,0 +1,42 @@
+"""Helpers for tests against a devcluster: waiting, and reading what the process-kubelet did.
+
+Used by the fixtures in tests/e2e/conftest.py."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+# The client's models make every field Optional; the tests read them as plain attributes and let
+# a missing one fail the test, so API handles are typed loosely.
+Api = Any
+
+
+@dataclass
+class Pods:
+    """Reading what the process-kubelet did with a namespace's pods."""
+
+    core: Api
+    root: Path
+    namespace: str
+
+    def list(self, selector: str = "") -> list[Any]:
+        pods = self.core.list_namespaced_pod(self.namespace, label_selector=selector)
+        return list(pods.items)
+
+    def log(self, pod: str, container: str) -> str:
+        return (self.root / "pods" / f"{self.namespace}_{pod}" / f"{container}.log").read_text()
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout: float = 60) -> Any:
+    """Poll ``check`` until it returns something truthy, and return that."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        time.sleep(0.25)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
