@@ -11,7 +11,7 @@ from typing import Any, NoReturn
 
 import psycopg
 
-from migrate_safe import __version__, commands
+from migrate_safe import __version__, commands, safety
 from migrate_safe.config import (
     DEFAULT_LEDGER_SCHEMA,
     DEFAULT_LOG_DIR,
@@ -25,7 +25,14 @@ from migrate_safe.errors import ConfigError, ExitCode, MigrateSafeError
 from migrate_safe.report import Reporter, default_termination_log
 
 # Seed-style flags kept as aliases: `migrate-safe --apply` is `migrate-safe apply`.
-SEED_FLAGS = {"--apply": "apply", "--rollback": "rollback", "--status": "status", "--plan": "plan"}
+SEED_FLAGS = {
+    "--apply": "apply",
+    "--rollback": "rollback",
+    "--status": "status",
+    "--plan": "plan",
+    "--preflight": "preflight",
+    "--postflight": "postflight",
+}
 
 Handler = Callable[[argparse.Namespace, Settings, Reporter, dict[str, Any]], None]
 HANDLERS: dict[str, Handler] = {
@@ -37,9 +44,22 @@ HANDLERS: dict[str, Handler] = {
     "force": commands.force,
     "repair": commands.repair,
     "demo": commands.demo,
+    "run": commands.run,
+    "preflight": safety.preflight,
+    "backup": safety.backup,
+    "restore": safety.restore_backup,
+    "postflight": safety.postflight,
+    "fingerprint": safety.fingerprint_command,
+    "verify": safety.verify,
 }
 # A database error that escapes a command counts as that command's failure.
-FAILURE_CODE = {"rollback": ExitCode.ROLLBACK_FAILED}
+FAILURE_CODE = {
+    "rollback": ExitCode.ROLLBACK_FAILED,
+    "restore": ExitCode.ROLLBACK_FAILED,
+    "preflight": ExitCode.PREFLIGHT_FAILED,
+    "backup": ExitCode.PREFLIGHT_FAILED,
+    "postflight": ExitCode.POSTFLIGHT_FAILED,
+}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -89,6 +109,9 @@ def _common(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="file for a ≤4 KiB JSON summary (default: /dev/termination-log when writable; "
         "'none' disables)",
+    )
+    group.add_argument(
+        "--config", type=Path, help="settings file (default ./migrate-safe.toml when present)"
     )
     group.add_argument("--json", action="store_true", help="print the JSON report on stdout")
     group.add_argument("--quiet", "-q", action="store_true", help="no progress lines on stderr")
@@ -154,6 +177,59 @@ def _policy_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _preflight_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("preflight (also from [preflight] in --config)")
+    add = group.add_argument
+    add(
+        "--long-transaction-seconds",
+        type=float,
+        help="transactions older than this are long (default 30)",
+    )
+    add(
+        "--idle-in-transaction-seconds",
+        type=float,
+        help="idle in transaction longer than this is reported (default 10)",
+    )
+    add("--replication-lag-seconds", type=float, help="standby lag that warns (default 30)")
+    add("--fail-on", action="append", metavar="CHECK", help="make a check fail (repeatable)")
+    add("--warn-on", action="append", metavar="CHECK", help="make a check only warn (repeatable)")
+
+
+def _backup_flags(parser: argparse.ArgumentParser) -> None:
+    env = os.environ
+    group = parser.add_argument_group("backup (also from [backup] in --config)")
+    add = group.add_argument
+    add(
+        "--backup-dir",
+        type=Path,
+        default=env.get("MIGRATE_SAFE_BACKUP_DIR"),
+        help="where backups go (default backups/migrations)",
+    )
+    add(
+        "--format",
+        dest="backup_format",
+        choices=["custom", "plain-gzip"],
+        help="pg_dump custom format (default) or gzip'd plain SQL",
+    )
+    add("--retention", type=int, help="keep the newest N backups (default 5)")
+    add(
+        "--backup-lock-wait",
+        type=_duration("--backup-lock-wait"),
+        help="give up a dump that waits this long for a table lock (default 60s)",
+    )
+
+
+def _pipeline_flags(parser: argparse.ArgumentParser) -> None:
+    add = parser.add_argument
+    add("--to", type=int, help="apply up to and including this version")
+    add("--force", action="store_true", help="apply even when preflight fails (the report says so)")
+    add("--no-backup", action="store_true", help="skip the backup before applying")
+    add("--expected-fingerprint", help="postflight fails unless the schema has this fingerprint")
+    _preflight_flags(parser)
+    _backup_flags(parser)
+    _policy_flags(parser)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="migrate-safe",
@@ -163,19 +239,52 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"migrate-safe {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    apply = sub.add_parser("apply", help="apply pending migrations")
-    apply.add_argument("--to", type=int, help="apply up to and including this version")
+    apply = sub.add_parser("apply", help="preflight, backup, then apply pending migrations")
+    _pipeline_flags(apply)
     apply.add_argument(
-        "--dry-run",
-        action="store_true",
+        "--dry-run", action="store_true",
         help="rehearse: run pending migrations in one transaction, report locks, roll back",
-    )
+    )  # fmt: skip
+    apply.add_argument(
+        "--skip-preflight", action="store_true",
+        help="do not run preflight (the operator runs it as its own Job)",
+    )  # fmt: skip
+    _pipeline_flags(sub.add_parser("run", help="preflight → backup → apply → postflight"))
+
     rollback = sub.add_parser("rollback", help="roll back applied migrations, newest first")
     target = rollback.add_mutually_exclusive_group()
     target.add_argument("--to", type=int, help="roll back every version above this one")
     target.add_argument("--steps", type=int, help="roll back this many versions (default 1)")
-    for command in (apply, rollback):
-        _policy_flags(command)
+    _policy_flags(rollback)
+
+    preflight = sub.add_parser("preflight", help="is the database ready for DDL? (exit 1 if not)")
+    preflight.add_argument("--to", type=int, help="consider migrations up to this version")
+    _preflight_flags(preflight)
+    _backup_flags(sub.add_parser("backup", help="pg_dump, verified, with manifest and retention"))
+    restore = sub.add_parser("restore", help="restore a backup (replaces application objects)")
+    restore.add_argument("--backup", default="latest", help="a backup file or 'latest'")
+    restore.add_argument(
+        "--yes", action="store_true", help="confirm restoring over a non-empty database"
+    )
+    _backup_flags(restore)
+    postflight = sub.add_parser("postflight", help="prove the result (exit 3 if not)")
+    postflight.add_argument("--to", type=int, help="the version the ledger must be at")
+    postflight.add_argument("--expected-fingerprint", help="fail unless the schema has this hash")
+
+    fingerprint = sub.add_parser("fingerprint", help="sha256 of the canonical schema")
+    fingerprint.add_argument(
+        "--diff",
+        nargs=2,
+        metavar=("URL_A", "URL_B"),
+        help="show what differs between two databases",
+    )
+    verify = sub.add_parser("verify", help="CI gate: up, down, up again on a throwaway database")
+    verify.add_argument(
+        "directory", nargs="?", help="migrations directory (default --migrations-dir)"
+    )
+    verify.add_argument("--markdown", action="store_true", help="print a pull-request summary")
+    verify.add_argument("--slow-migration-seconds", type=float, default=300.0,
+                        help="warn on a migration slower than this (default 300)")  # fmt: skip
 
     sub.add_parser("status", help="current version, pending, dirty, drift")
     plan = sub.add_parser("plan", help="what apply or rollback would run; writes nothing")
@@ -185,22 +294,17 @@ def build_parser() -> argparse.ArgumentParser:
     baseline = sub.add_parser("baseline", help="adopt an existing database at a version")
     source = baseline.add_mutually_exclusive_group(required=True)
     source.add_argument(
-        "--version",
-        type=int,
-        dest="baseline_version",
+        "--version", type=int, dest="baseline_version",
         help="record every source migration up to N as applied",
-    )
+    )  # fmt: skip
     source.add_argument(
-        "--from-golang-migrate",
-        nargs="?",
-        const="schema_migrations",
-        metavar="TABLE",
+        "--from-golang-migrate", nargs="?", const="schema_migrations", metavar="TABLE",
         help="take the version from golang-migrate's table (default schema_migrations)",
-    )
+    )  # fmt: skip
     force = sub.add_parser("force", help="declare the schema to be at version N (clears dirty)")
     force.add_argument("--version", type=int, dest="force_version", required=True)
     sub.add_parser("repair", help="drop dirty rows and realign checksums with the source")
-    demo = sub.add_parser("demo", help="apply, rehearse and roll back examples on a throwaway PG")
+    demo = sub.add_parser("demo", help="rehearse, run, roll back the examples on a throwaway PG")
     demo.add_argument("--keep", action="store_true", help="leave the throwaway cluster running")
 
     for command in sub.choices.values():

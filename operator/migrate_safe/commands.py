@@ -7,6 +7,8 @@ the report still shows what was done before the failure.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,15 @@ from migrate_safe.engine import Engine
 from migrate_safe.errors import ConfigError, MigrationFailed
 from migrate_safe.ledger import HistoryEntry, Ledger
 from migrate_safe.localpg import LocalPostgres
+from migrate_safe.options import phase_options
+from migrate_safe.pipeline import (
+    PhaseOptions,
+    apply_phase,
+    backup_phase,
+    postflight_phase,
+    preflight_phase,
+    record_fingerprint,
+)
 from migrate_safe.plan import LedgerState, RollbackStep
 from migrate_safe.report import Reporter, utcnow
 from migrate_safe.session import connect, locked_ledger
@@ -28,7 +39,7 @@ Args = argparse.Namespace
 Body = dict[str, Any]
 
 
-def _load(settings: Settings, report: Reporter, *, missing_ok: bool = False) -> Source:
+def load(settings: Settings, report: Reporter, *, missing_ok: bool = False) -> Source:
     if missing_ok and not settings.migrations_dir.exists():
         report.progress(
             f"note: {settings.migrations_dir} not found; using down SQL from the ledger"
@@ -40,42 +51,64 @@ def _load(settings: Settings, report: Reporter, *, missing_ok: bool = False) -> 
     return source
 
 
-def _describe(settings: Settings, body: Body) -> None:
+def describe(settings: Settings, body: Body) -> None:
     body["database"] = describe_dsn(settings.require_database_url())
     body["ledger_schema"] = settings.ledger_schema
 
 
-# --- apply / rehearsal ------------------------------------------------------------------
+# --- apply / run / rehearsal --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Steps:
+    """Which phases around apply a command runs."""
+
+    preflight: bool = True
+    enforce_preflight: bool = True  # False with --force: failures are reported, not fatal
+    backup: bool = True
+    postflight: bool = False
+    dry_run: bool = False
 
 
 def apply(args: Args, settings: Settings, report: Reporter, body: Body) -> None:
-    run_apply(settings, report, body, target=args.to, dry_run=args.dry_run)
+    steps = Steps(
+        preflight=not args.skip_preflight and not args.dry_run,
+        enforce_preflight=not args.force,
+        backup=not args.no_backup and not args.dry_run,
+        dry_run=args.dry_run,
+    )
+    run_pipeline(settings, report, body, target=args.to, steps=steps, options=phase_options(args))
 
 
-def run_apply(
-    settings: Settings, report: Reporter, body: Body, *, target: int | None, dry_run: bool
-) -> None:
-    source = _load(settings, report)
-    _describe(settings, body)
-    with locked_ledger(settings, report.command, create=not dry_run) as ledger:
+def run(args: Args, settings: Settings, report: Reporter, body: Body) -> None:
+    steps = Steps(enforce_preflight=not args.force, backup=not args.no_backup, postflight=True)
+    run_pipeline(settings, report, body, target=args.to, steps=steps, options=phase_options(args))
+
+
+def run_pipeline(
+    settings: Settings, report: Reporter, body: Body, *, target: int | None, steps: Steps,
+    options: PhaseOptions,
+) -> None:  # fmt: skip
+    source = load(settings, report)
+    describe(settings, body)
+    with locked_ledger(settings, report.command, create=not steps.dry_run) as ledger:
         state = LedgerState(ledger.applied(), source)
         state.refuse_unsafe_apply()
         pending = state.to_apply(target)
         body["target_version"] = pending[-1].version if pending else state.current_version
-        engine = Engine(ledger.conn, ledger, settings.policy, report)
-        if dry_run:
-            _rehearse(engine, pending, report, body)
+        if steps.dry_run:
+            _rehearse(Engine(ledger.conn, ledger, settings.policy, report), pending, report, body)
             return
-        report.progress(f"apply on {body['database']}: {len(pending)} pending")
-        applied = body.setdefault("applied", [])
-        for migration in pending:
-            applied.append(engine.apply(migration).__dict__)
-        final = LedgerState(ledger.applied(), source)
-        body["current_version"] = final.current_version
-        body["pending"] = [m.version for m in final.pending]
-        report.progress(
-            f"applied {len(applied)} migration(s); current version {final.current_version}"
-        )
+        if pending and steps.preflight:
+            preflight_phase(
+                ledger, state, pending, settings, options, report, body,
+                enforce=steps.enforce_preflight,
+            )  # fmt: skip
+        if pending and steps.backup:
+            backup_phase(ledger, state, settings, options, report, body)
+        apply_phase(ledger, pending, source, settings, report, body)
+        if steps.postflight:
+            postflight_phase(ledger, source, target, options, report, body)
 
 
 def _rehearse(engine: Engine, pending: list[Migration], report: Reporter, body: Body) -> None:
@@ -89,10 +122,12 @@ def _rehearse(engine: Engine, pending: list[Migration], report: Reporter, body: 
             continue
         report.result(f"  {'✗' if 'error' in entry else '✓'} {label}")
         for statement in entry.get("statements", []):
-            locks = ", ".join(
-                f"{lock['mode']} on {lock['relation']}" for lock in statement["locks"]
-            )
-            report.result(f"      line {statement['line']}: {locks or 'no relation locks'}")
+            locks = [f"{lock['mode']} on {lock['relation']}" for lock in statement["locks"]]
+            locks += [
+                f"(already holds {lock['mode']} on {lock['relation']})"
+                for lock in statement["already_held"]
+            ]
+            report.result(f"      line {statement['line']}: {', '.join(locks) or 'no locks'}")
         if "error" in entry:
             error = entry["error"]
             raise MigrationFailed(
@@ -107,14 +142,14 @@ def _rehearse(engine: Engine, pending: list[Migration], report: Reporter, body: 
 
 
 def rollback(args: Args, settings: Settings, report: Reporter, body: Body) -> None:
-    run_rollback(settings, report, body, target=args.to, steps=args.steps)
+    run_rollback(settings, report, body, args.to, args.steps)
 
 
 def run_rollback(
-    settings: Settings, report: Reporter, body: Body, *, target: int | None, steps: int | None
+    settings: Settings, report: Reporter, body: Body, target: int | None, steps: int | None
 ) -> None:
-    source = _load(settings, report, missing_ok=True)
-    _describe(settings, body)
+    source = load(settings, report, missing_ok=True)
+    describe(settings, body)
     with locked_ledger(settings, "rollback") as ledger:
         state = LedgerState(ledger.applied(), source)
         if state.dirty:
@@ -128,6 +163,7 @@ def run_rollback(
         final = LedgerState(ledger.applied(), source)
         body["current_version"] = final.current_version
         body["pending"] = [m.version for m in final.pending]
+        body["fingerprint"] = record_fingerprint(ledger, report, "rollback", "succeeded")
         report.progress(f"rolled back {len(rolled_back)}; current {final.current_version}")
 
 
@@ -135,14 +171,14 @@ def run_rollback(
 
 
 def _read_state(settings: Settings, report: Reporter, purpose: str) -> LedgerState:
-    source = _load(settings, report)
+    source = load(settings, report)
     with connect(settings, purpose) as conn:
         return LedgerState(Ledger(conn, settings.ledger_schema).applied(), source)
 
 
 def status(args: Args, settings: Settings, report: Reporter, body: Body) -> None:
     state = _read_state(settings, report, "status")
-    _describe(settings, body)
+    describe(settings, body)
     body.update(state.status())
     if not args.json:
         _print_status(state, report)
@@ -175,7 +211,7 @@ def _print_status(state: LedgerState, report: Reporter) -> None:
 
 def plan(args: Args, settings: Settings, report: Reporter, body: Body) -> None:
     state = _read_state(settings, report, "plan")
-    _describe(settings, body)
+    describe(settings, body)
     current = state.current_version
     backwards = args.steps is not None or (
         args.to is not None and current is not None and args.to < current
@@ -239,8 +275,8 @@ def _record(
 
 
 def baseline(args: Args, settings: Settings, report: Reporter, body: Body) -> None:
-    source = _load(settings, report)
-    _describe(settings, body)
+    source = load(settings, report)
+    describe(settings, body)
     with locked_ledger(settings, "baseline") as ledger:
         if ledger.applied():
             raise ConfigError("baseline: the ledger already has versions; use force instead")
@@ -255,6 +291,7 @@ def baseline(args: Args, settings: Settings, report: Reporter, body: Body) -> No
                 ledger.upsert(migration, state="applied", run_id=report.run_id)
                 _record(ledger, report, "baseline", "recorded", migration.version, migration.name)
         body["current_version"] = version
+        body["fingerprint"] = record_fingerprint(ledger, report, "baseline", "succeeded")
 
 
 def _golang_migrate_version(conn: psycopg.Connection[Any], table: str) -> int:
@@ -273,8 +310,8 @@ def _golang_migrate_version(conn: psycopg.Connection[Any], table: str) -> int:
 
 
 def force(args: Args, settings: Settings, report: Reporter, body: Body) -> None:
-    source = _load(settings, report, missing_ok=True)
-    _describe(settings, body)
+    source = load(settings, report, missing_ok=True)
+    describe(settings, body)
     version = args.force_version
     with locked_ledger(settings, "force") as ledger:
         rows = {row.version: row for row in ledger.applied()}
@@ -294,11 +331,12 @@ def force(args: Args, settings: Settings, report: Reporter, body: Body) -> None:
                 ledger.upsert(migration, state="applied", run_id=report.run_id)
                 _record(ledger, report, "force", "marked_applied", version, migration.name)
         body["current_version"] = version if version else None
+        body["fingerprint"] = record_fingerprint(ledger, report, "force", "succeeded")
 
 
 def repair(args: Args, settings: Settings, report: Reporter, body: Body) -> None:
-    source = _load(settings, report)
-    _describe(settings, body)
+    source = load(settings, report)
+    describe(settings, body)
     with locked_ledger(settings, "repair") as ledger:
         state = LedgerState(ledger.applied(), source)
         known = source.by_version()
@@ -312,42 +350,42 @@ def repair(args: Args, settings: Settings, report: Reporter, body: Body) -> None
                 _record(ledger, report, "repair", "realigned", mismatch.version, migration.name)
         body["removed_dirty"] = [row.version for row in state.dirty]
         body["realigned"] = [m.version for m in state.checksum_mismatches]
+        body["fingerprint"] = record_fingerprint(ledger, report, "repair", "succeeded")
 
 
 # --- demo -------------------------------------------------------------------------------------
 
 
 def demo(args: Args, settings: Settings, report: Reporter, body: Body) -> None:
-    """Start a throwaway PostgreSQL and walk the examples through plan, rehearsal, apply,
-    rollback and re-apply, printing what a user would see."""
+    """Start a throwaway PostgreSQL and walk the examples through a rehearsal, the full
+    pipeline, a rollback and a re-apply, printing what a user would see."""
     if not settings.migrations_dir.is_dir():
         settings.migrations_dir = Path(__file__).resolve().parents[2] / "examples" / "migrations"
     report.progress("starting a throwaway PostgreSQL (initdb + pg_ctl on a loopback port)…")
     with LocalPostgres(keep=args.keep) as pg:
         settings.database_url = pg.url("postgres")
         settings.redact.add_secret(pg.password)
+        options = PhaseOptions(backup_dir=pg.root / "backups")
         report.progress(
             f"PostgreSQL on 127.0.0.1:{pg.port}, migrations from {settings.migrations_dir}"
         )
-        steps: list[tuple[str, Any]] = [
-            (
-                "rehearsal (apply --dry-run)",
-                lambda b: run_apply(settings, report, b, target=None, dry_run=True),
-            ),
-            ("apply", lambda b: run_apply(settings, report, b, target=None, dry_run=False)),
-            (
-                "rollback --steps 2",
-                lambda b: run_rollback(settings, report, b, target=None, steps=2),
-            ),
-            ("apply again", lambda b: run_apply(settings, report, b, target=None, dry_run=False)),
+
+        def pipeline(steps: Steps) -> Callable[[Body], None]:
+            return lambda b: run_pipeline(
+                settings, report, b, target=None, steps=steps, options=options
+            )
+
+        walk: list[tuple[str, Callable[[Body], None]]] = [
+            ("rehearsal (apply --dry-run)", pipeline(Steps(dry_run=True))),
+            ("run: preflight, backup, apply, postflight", pipeline(Steps(postflight=True))),
+            ("rollback --steps 2", lambda b: run_rollback(settings, report, b, None, 2)),
+            ("apply again", pipeline(Steps())),
         ]
-        for title, step in steps:
+        for title, step in walk:
             report.result(f"\n== {title}")
-            body[title] = {}
-            step(body[title])
+            step(body.setdefault(title, {}))
         report.result("\n== status")
-        status_args = argparse.Namespace(json=False)
-        status(status_args, settings, report, body.setdefault("status", {}))
+        status(argparse.Namespace(json=False), settings, report, body.setdefault("status", {}))
         _print_history(settings, report)
         if args.keep:
             report.result(f"\ncluster kept in {pg.root} (port {pg.port})")

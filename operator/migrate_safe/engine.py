@@ -24,7 +24,12 @@ from psycopg import sql
 from migrate_safe.config import ApplyPolicy, format_duration
 from migrate_safe.errors import MigrateSafeError, MigrationFailed, RollbackFailed
 from migrate_safe.ledger import HistoryEntry, Ledger
-from migrate_safe.locks import long_lock_holders, own_relation_locks, resolve_relations
+from migrate_safe.locks import (
+    long_lock_holders,
+    own_relation_locks,
+    resolve_relations,
+    strongest,
+)
 from migrate_safe.plan import RollbackStep
 from migrate_safe.report import Reporter
 from migrate_safe.source import Migration, Script
@@ -357,16 +362,19 @@ class Engine:
             except StatementFailed as failed:
                 raise _RehearsalStopped(done, failed) from None
             after = own_relation_locks(self.conn, self.ledger.schema)
-            # Locks taken earlier in the rehearsal are not taken again, so also list what is
-            # held on the relations this statement names: that is what it needs.
+            taken = after - before
+            # A lock taken earlier in the rehearsal is not taken again: name it separately,
+            # so the report never claims a statement took a lock it did not ask for.
             named = touched_relations(statement.sql)
-            needed = (after - before) | {lock for lock in after if lock.names(named)}
+            held = strongest({lock for lock in before if lock.names(named)})
+            held = [lock for lock in held if lock.relation not in {t.relation for t in taken}]
             done.append(
                 {
                     "line": statement.line,
                     "sql": _shorten(statement.sql, 160),
                     "duration_ms": _millis(started),
-                    "locks": [lock.__dict__ for lock in sorted(needed)],
+                    "locks": [lock.__dict__ for lock in sorted(taken)],
+                    "already_held": [lock.__dict__ for lock in held],
                 }
             )
             before = after

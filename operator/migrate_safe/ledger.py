@@ -69,6 +69,10 @@ _LAYOUTS: list[str] = [
     CREATE TRIGGER history_append_only BEFORE UPDATE OR DELETE ON {schema}.history
         FOR EACH ROW EXECUTE FUNCTION {schema}.history_append_only();
     """,
+    # Layout 2: the schema fingerprint after each successful run, for drift detection.
+    """
+    ALTER TABLE {schema}.history ADD COLUMN fingerprint text;
+    """,
 ]
 LEDGER_LAYOUT = len(_LAYOUTS)
 
@@ -105,6 +109,7 @@ class HistoryEntry:
     sqlstate: str | None = None
     error: str | None = None
     duration_ms: int | None = None
+    fingerprint: str | None = None
     details: str = "{}"
 
 
@@ -231,8 +236,8 @@ class Ledger:
         self.conn.execute(
             self._q(
                 "INSERT INTO {schema}.history (run_id, version, name, direction, outcome, attempt,"
-                " sqlstate, error, started_at, duration_ms, tool_version, details)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb)"
+                " sqlstate, error, started_at, duration_ms, tool_version, details, fingerprint)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s)"
             ),
             [
                 entry.run_id,
@@ -247,8 +252,21 @@ class Ledger:
                 entry.duration_ms,
                 __version__,
                 entry.details,
+                entry.fingerprint,
             ],
         )
+
+    def last_fingerprint(self) -> tuple[str, str] | None:
+        """The fingerprint recorded by the last successful run, and that run's id."""
+        if self.layout() < 2:
+            return None
+        row = self.conn.execute(
+            self._q(
+                "SELECT fingerprint, run_id FROM {schema}.history"
+                " WHERE fingerprint IS NOT NULL ORDER BY id DESC LIMIT 1"
+            )
+        ).fetchone()
+        return (str(row[0]), str(row[1])) if row else None
 
 
 # --- the advisory lock ----------------------------------------------------------------

@@ -23,6 +23,23 @@ class HeldLock:
         return any(r.name == name and r.schema in (None, schema) for r in relations)
 
 
+# Table lock modes from weakest to strongest (PostgreSQL docs, "Table-Level Locks").
+MODE_STRENGTH = [
+    "AccessShareLock", "RowShareLock", "RowExclusiveLock", "ShareUpdateExclusiveLock",
+    "ShareLock", "ShareRowExclusiveLock", "ExclusiveLock", "AccessExclusiveLock",
+]  # fmt: skip
+
+
+def strongest(locks: set[HeldLock]) -> list[HeldLock]:
+    """The strongest lock held on each relation."""
+    best: dict[str, HeldLock] = {}
+    for lock in locks:
+        current = best.get(lock.relation)
+        if current is None or MODE_STRENGTH.index(lock.mode) > MODE_STRENGTH.index(current.mode):
+            best[lock.relation] = lock
+    return sorted(best.values())
+
+
 @dataclass(frozen=True)
 class Blocker:
     pid: int

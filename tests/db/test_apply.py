@@ -114,7 +114,8 @@ def test_lock_timeout_is_retried_with_escalation_until_the_lock_is_free(
     holder.start()
     ready.wait(10)
     done = cli(
-        "apply", "--lock-timeout", "100ms", "--lock-retries", "20", "--retry-backoff", "100ms",
+        "apply", "--no-backup", "--lock-timeout", "100ms", "--lock-retries", "20",
+        "--retry-backoff", "100ms",
         "--retry-backoff-max", "200ms", "--quiet-wait", "0",
     )  # fmt: skip
     holder.join()
@@ -140,7 +141,8 @@ def test_lock_timeout_retries_are_bounded_then_exit_2(cli: Cli, db: Database) ->
     holder.start()
     ready.wait(10)
     done = cli(
-        "apply", "--lock-timeout", "100ms", "--lock-timeout-max", "200ms", "--lock-retries", "2",
+        "apply", "--no-backup", "--lock-timeout", "100ms", "--lock-timeout-max", "200ms",
+        "--lock-retries", "2",
         "--retry-backoff", "50ms", "--quiet-wait", "0",
     )  # fmt: skip
     holder.join()
@@ -162,7 +164,7 @@ def test_apply_waits_for_a_long_transaction_on_a_touched_table_before_queueing(
     holder.start()
     ready.wait(10)
     time.sleep(0.6)  # the holder's transaction is now older than the first lock_timeout
-    done = cli("apply", "--quiet-wait", "20s")
+    done = cli("apply", "--no-backup", "--quiet-wait", "20s")
     holder.join()
     assert done.returncode == 0, done.stderr
     assert "waiting: pid" in done.stderr and "long-reader" in done.stderr
@@ -197,8 +199,8 @@ def test_two_concurrent_applies_never_apply_a_version_twice(cli: Cli, db: Databa
     assert first.wait(60) == 0, first.stderr.read() if first.stderr else ""
     assert second.wait(60) == 0, second.stderr.read() if second.stderr else ""
     counts = db.rows(
-        "SELECT version, count(*) FROM migrate_safe.history WHERE outcome = 'succeeded'"
-        " GROUP BY version ORDER BY version"
+        "SELECT version, count(*) FROM migrate_safe.history WHERE direction = 'up'"
+        " AND outcome = 'succeeded' GROUP BY version ORDER BY version"
     )
     assert counts == [(1, 1), (2, 1), (3, 1)]
 

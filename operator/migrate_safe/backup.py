@@ -1,0 +1,325 @@
+"""Backups before DDL: pg_dump (custom format, or gzip'd plain SQL), verified, checksummed,
+with a manifest, a `latest` pointer and retention; and restore from them.
+
+The dump finishes before any DDL lock is taken: pg_dump holds ACCESS SHARE on every table
+until it ends, so an ALTER queued behind it would be the outage we exist to prevent.
+The password reaches pg_dump through PGPASSWORD, never on a command line `ps` can read.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import time
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from migrate_safe.config import Redactor, describe_dsn
+from migrate_safe.errors import ConfigError, PreflightFailed
+
+LATEST = "latest-backup.txt"
+FORMATS = {"custom": ".dump", "plain-gzip": ".sql.gz"}
+PLAIN_HEADER = b"-- PostgreSQL database dump"
+
+
+class BackupFailed(PreflightFailed):
+    """No verified backup: nothing may be applied (exit 1 from the apply pipeline)."""
+
+
+@dataclass(frozen=True)
+class Manifest:
+    file: str
+    format: str
+    database: str
+    server_version: str
+    ledger_version: int | None
+    size_bytes: int
+    sha256: str
+    duration_ms: int
+    created_at: str
+    wal_lsn: str | None
+    restore_point: str | None
+    pg_dump_version: str
+    fingerprint: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def client_tool(program: str, server_version: int) -> str:
+    """pg_dump/pg_restore/psql of a major version ≥ the server's (older ones refuse to dump)."""
+    major = server_version // 10000
+    root = Path("/usr/lib/postgresql")
+    installed = sorted(
+        (int(p.name) for p in root.iterdir() if p.name.isdigit()) if root.is_dir() else []
+    )
+    for version in installed:
+        candidate = root / str(version) / "bin" / program
+        if version >= major and candidate.exists():
+            return str(candidate)
+    found = shutil.which(program)
+    if found:
+        return found
+    raise BackupFailed(
+        f"{program} (PostgreSQL ≥ {major}) not found; install postgresql-client-{major} "
+        "or pass --no-backup"
+    )
+
+
+def client_env(dsn: str) -> tuple[str, dict[str, str]]:
+    """A password-free DSN for the command line and the environment carrying the password."""
+    parts = {k: str(v) for k, v in conninfo_to_dict(dsn).items() if v is not None}
+    env = dict(os.environ)
+    password = parts.pop("password", None)
+    if password:
+        env["PGPASSWORD"] = password
+    return make_conninfo("", **parts), env
+
+
+def _run(command: list[str], env: dict[str, str], redact: Redactor, **kwargs: Any) -> str:
+    done = subprocess.run(command, env=env, capture_output=True, check=False, **kwargs)
+    if done.returncode != 0:
+        stderr = done.stderr.decode(errors="replace") if isinstance(done.stderr, bytes) else ""
+        raise BackupFailed(f"{Path(command[0]).name} failed: {redact(stderr.strip()[-1500:])}")
+    return done.stdout.decode(errors="replace") if isinstance(done.stdout, bytes) else ""
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass
+class BackupJob:
+    conn: psycopg.Connection[Any]
+    dsn: str
+    directory: Path
+    format: str
+    retention: int
+    lock_wait: float
+    redact: Redactor
+    run_id: str
+
+    def run(self, ledger_version: int | None, fingerprint: str | None) -> Manifest:
+        if self.format not in FORMATS:
+            raise ConfigError(f"--format {self.format}: use one of {', '.join(FORMATS)}")
+        self._prepare_directory()
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        path = self.directory / f"backup-{stamp}-{self.run_id}{FORMATS[self.format]}"
+        pg_dump = client_tool("pg_dump", self.conn.info.server_version)
+        wal_lsn, restore_point = self._mark_wal()
+        started = time.monotonic()
+        try:
+            self._dump(pg_dump, path)
+            self._verify(path)
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+        manifest = Manifest(
+            file=path.name,
+            format=self.format,
+            database=describe_dsn(self.dsn),
+            server_version=self.conn.info.parameter_status("server_version") or "",
+            ledger_version=ledger_version,
+            size_bytes=path.stat().st_size,
+            sha256=sha256_file(path),
+            duration_ms=round((time.monotonic() - started) * 1000),
+            created_at=datetime.now(UTC).isoformat(),
+            wal_lsn=wal_lsn,
+            restore_point=restore_point,
+            pg_dump_version=_run([pg_dump, "--version"], dict(os.environ), self.redact).strip(),
+            fingerprint=fingerprint,
+        )
+        _write_private(manifest_path(path), json.dumps(manifest.as_dict(), indent=2) + "\n")
+        _write_private(self.directory / LATEST, path.name + "\n")
+        self._apply_retention()
+        return manifest
+
+    def _prepare_directory(self) -> None:
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as error:
+            raise ConfigError(f"--backup-dir {self.directory}: {error.strerror}") from None
+
+    def _mark_wal(self) -> tuple[str | None, str | None]:
+        """Record the WAL position and a named restore point, so point-in-time recovery has a
+        target when the server archives WAL. Neither is possible on a standby or without the
+        privilege; the backup goes on without them."""
+        name = f"migrate-safe-{self.run_id}"
+        try:
+            row = self.conn.execute(
+                "SELECT pg_current_wal_lsn()::text, pg_create_restore_point(%s)::text", [name]
+            ).fetchone()
+        except psycopg.Error:
+            row = None
+        return (str(row[0]), name) if row else (None, None)
+
+    def _dump(self, pg_dump: str, path: Path) -> None:
+        dsn, env = client_env(self.dsn)
+        # A dump queued behind another session's lock would wait forever; give up instead.
+        common = ["--dbname", dsn, f"--lock-wait-timeout={round(self.lock_wait * 1000)}"]
+        if self.format == "custom":
+            _run([pg_dump, "--format=custom", f"--file={path}", *common], env, self.redact)
+            path.chmod(0o600)
+            return
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb") as out:
+            process = subprocess.Popen(
+                [pg_dump, "--format=plain", *common], env=env,
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            )  # fmt: skip
+            assert process.stdout is not None and process.stderr is not None
+            shutil.copyfileobj(process.stdout, out)
+            stderr = process.stderr.read().decode(errors="replace")
+            if process.wait() != 0:
+                raise BackupFailed(f"pg_dump failed: {self.redact(stderr.strip()[-1500:])}")
+
+    def _verify(self, path: Path) -> None:
+        """A dump that cannot be read back is no backup: fail before anything is applied."""
+        if not path.exists() or path.stat().st_size == 0:
+            raise BackupFailed(f"{path}: the dump is empty")
+        if self.format == "custom":
+            listing = _run(
+                [client_tool("pg_restore", self.conn.info.server_version), "--list", str(path)],
+                dict(os.environ), self.redact,
+            )  # fmt: skip
+            if "; Archive created at" not in listing or "Format: CUSTOM" not in listing:
+                raise BackupFailed(f"{path}: pg_restore --list does not read it as an archive")
+            return
+        try:
+            with gzip.open(path, "rb") as handle:
+                head = handle.read(4096)
+                while handle.read(1 << 20):
+                    pass  # reading to the end checks the gzip CRC
+        except (OSError, EOFError) as error:
+            raise BackupFailed(f"{path}: gzip integrity check failed: {error}") from None
+        if PLAIN_HEADER not in head:
+            raise BackupFailed(f"{path}: not a pg_dump SQL file (header missing)")
+
+    def _apply_retention(self) -> None:
+        backups = sorted(self.directory.glob("backup-*.json"))
+        for stale in backups[: max(0, len(backups) - self.retention)]:
+            manifest = json.loads(stale.read_text())
+            (self.directory / str(manifest["file"])).unlink(missing_ok=True)
+            stale.unlink()
+
+
+def manifest_path(backup: Path) -> Path:
+    return backup.with_name(backup.name + ".json")
+
+
+def _write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+
+
+def resolve_backup(directory: Path, choice: str) -> Path:
+    """`latest` (the pointer in the backup dir) or a path."""
+    if choice != "latest":
+        path = Path(choice)
+        if not path.is_file():
+            raise ConfigError(f"--backup {choice}: no such file")
+        return path
+    pointer = directory / LATEST
+    if not pointer.is_file():
+        raise ConfigError(f"--backup latest: {pointer} not found (no backup taken yet?)")
+    return directory / pointer.read_text().strip()
+
+
+# Drops every application object before the backup's script recreates them, so objects a bad
+# migration added do not survive a restore. Schemas other than public go whole; public stays
+# (initdb owns it and pg_dump does not recreate it) and loses its contents. Extension members
+# are left to their extension.
+_CLEAR_USER_OBJECTS = r"""
+DO $clear$
+DECLARE
+    target record;
+BEGIN
+    FOR target IN
+        SELECT format('DROP SCHEMA IF EXISTS %I CASCADE', n.nspname) AS command
+        FROM pg_namespace n
+        WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'public')
+          AND n.nspname !~ '^pg_'
+        UNION ALL
+        SELECT format('DROP %s IF EXISTS public.%I CASCADE',
+                      CASE c.relkind WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW'
+                                     WHEN 'S' THEN 'SEQUENCE' WHEN 'f' THEN 'FOREIGN TABLE'
+                                     ELSE 'TABLE' END, c.relname)
+        FROM pg_class c
+        WHERE c.relnamespace = 'public'::regnamespace
+          AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')
+          AND NOT EXISTS (SELECT 1 FROM pg_depend d
+                          WHERE d.objid = c.oid AND d.deptype IN ('e', 'i', 'a'))
+        UNION ALL
+        SELECT format('DROP ROUTINE IF EXISTS public.%I(%s) CASCADE', p.proname,
+                      pg_get_function_identity_arguments(p.oid))
+        FROM pg_proc p
+        WHERE p.pronamespace = 'public'::regnamespace
+          AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = p.oid AND d.deptype = 'e')
+        UNION ALL
+        SELECT format('DROP TYPE IF EXISTS public.%I CASCADE', t.typname)
+        FROM pg_type t
+        WHERE t.typnamespace = 'public'::regnamespace AND t.typtype IN ('e', 'd', 'r', 'c')
+          AND (t.typrelid = 0 OR (SELECT relkind FROM pg_class WHERE oid = t.typrelid) = 'c')
+          AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = t.oid AND d.deptype = 'e')
+    LOOP
+        EXECUTE target.command;
+    END LOOP;
+END
+$clear$;
+"""
+
+
+def has_user_objects(conn: psycopg.Connection[Any]) -> bool:
+    row = conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_'"
+        " AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f'))"
+    ).fetchone()
+    return bool(row and row[0])
+
+
+def verify_checksum(path: Path) -> Manifest | None:
+    """The manifest beside a backup, after checking the file still has its sha256."""
+    manifest_file = manifest_path(path)
+    if not manifest_file.exists():
+        return None
+    manifest = Manifest(**json.loads(manifest_file.read_text()))
+    actual = sha256_file(path)
+    if actual != manifest.sha256:
+        raise ConfigError(f"{path}: sha256 {actual} differs from its manifest ({manifest.sha256})")
+    return manifest
+
+
+def restore(
+    conn: psycopg.Connection[Any], dsn: str, path: Path, redact: Redactor
+) -> Manifest | None:
+    """Replace the database's application objects with the backup's, in one transaction."""
+    manifest = verify_checksum(path)
+    version = conn.info.server_version
+    if path.name.endswith(".sql.gz"):
+        with gzip.open(path, "rb") as handle:
+            script = handle.read()
+    else:
+        command = [client_tool("pg_restore", version), "--file=-", str(path)]
+        script = _run(command, dict(os.environ), redact).encode()
+    client_dsn, env = client_env(dsn)
+    _run(
+        [client_tool("psql", version), "--no-psqlrc", "--quiet", "--single-transaction",
+         "-v", "ON_ERROR_STOP=1", "--dbname", client_dsn],
+        env, redact, input=_CLEAR_USER_OBJECTS.encode() + script,
+    )  # fmt: skip
+    return manifest

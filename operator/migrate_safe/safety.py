@@ -1,0 +1,173 @@
+"""Handlers of the safety commands: preflight, backup, restore, postflight, fingerprint and
+verify. Each one is also a phase the operator's Jobs run alone."""
+
+from __future__ import annotations
+
+import argparse
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
+
+from migrate_safe.backup import has_user_objects, resolve_backup, restore
+from migrate_safe.commands import describe, load
+from migrate_safe.config import Settings
+from migrate_safe.engine import Engine
+from migrate_safe.errors import ConfigError, MigrationFailed
+from migrate_safe.fingerprint import Fingerprint, describe_diff, diff, fingerprint
+from migrate_safe.ledger import Ledger
+from migrate_safe.localpg import LocalPostgres
+from migrate_safe.options import phase_options
+from migrate_safe.pipeline import backup_phase, postflight_phase, preflight_phase
+from migrate_safe.plan import LedgerState
+from migrate_safe.report import Reporter
+from migrate_safe.session import connect, locked_ledger
+from migrate_safe.verify import Verifier, markdown
+
+Args = argparse.Namespace
+Body = dict[str, Any]
+
+
+def preflight(args: Args, settings: Settings, report: Reporter, body: Body) -> None:
+    """Read-only: no advisory lock, no ledger created."""
+    options = phase_options(args)
+    source = load(settings, report)
+    describe(settings, body)
+    with connect(settings, "preflight") as conn:
+        ledger = Ledger(conn, settings.ledger_schema)
+        state = LedgerState(ledger.applied(), source)
+        pending = state.to_apply(args.to)
+        preflight_phase(ledger, state, pending, settings, options, report, body)
+
+
+def backup(args: Args, settings: Settings, report: Reporter, body: Body) -> None:
+    options = phase_options(args)
+    source = load(settings, report, missing_ok=True)
+    describe(settings, body)
+    with locked_ledger(settings, "backup", create=False) as ledger:
+        state = LedgerState(ledger.applied(), source)
+        backup_phase(ledger, state, settings, options, report, body)
+
+
+def restore_backup(args: Args, settings: Settings, report: Reporter, body: Body) -> None:
+    options = phase_options(args)
+    describe(settings, body)
+    path = resolve_backup(options.backup_dir, args.backup)
+    with locked_ledger(settings, "restore", create=False) as ledger:
+        if has_user_objects(ledger.conn) and not args.yes:
+            raise ConfigError(
+                f"{body['database']} is not empty: restoring {path.name} replaces every "
+                "application object; pass --yes to confirm"
+            )
+        report.progress(f"restoring {path} into {body['database']} (one transaction)…")
+        manifest = restore(ledger.conn, settings.require_database_url(), path, settings.redact)
+        now = fingerprint(ledger.conn, ledger.schema).hash
+    body["restored"] = str(path)
+    body["fingerprint"] = now
+    if manifest and manifest.fingerprint:
+        body["matches_backup_fingerprint"] = now == manifest.fingerprint
+    report.result(f"restored {path.name}; schema fingerprint {now}")
+
+
+def postflight(args: Args, settings: Settings, report: Reporter, body: Body) -> None:
+    options = phase_options(args)
+    source = load(settings, report, missing_ok=True)
+    describe(settings, body)
+    with locked_ledger(settings, "postflight") as ledger:
+        postflight_phase(ledger, source, args.to, options, report, body)
+
+
+def fingerprint_command(args: Args, settings: Settings, report: Reporter, body: Body) -> None:
+    if args.diff:
+        _fingerprint_diff(args.diff, settings, report, body)
+        return
+    with connect(settings, "fingerprint") as conn:
+        current = fingerprint(conn, settings.ledger_schema)
+    body.update(current.as_dict())
+    if not args.json:
+        report.result(current.hash)
+
+
+def _fingerprint_diff(urls: list[str], settings: Settings, report: Reporter, body: Body) -> None:
+    prints: list[Fingerprint] = []
+    for url in urls:
+        other = Settings(
+            url, settings.migrations_dir, settings.ledger_schema, redact=settings.redact
+        )
+        with connect(other, "fingerprint") as conn:
+            prints.append(fingerprint(conn, settings.ledger_schema))
+    first, second = prints
+    differences = diff(first, second)
+    body.update(
+        first=first.hash,
+        second=second.hash,
+        identical=not differences,
+        differences=[d.__dict__ for d in differences],
+    )
+    report.result(describe_diff(differences, "first", "second") if differences else "identical")
+    if differences:
+        raise MigrationFailed(f"schemas differ ({first.hash[:12]} vs {second.hash[:12]})")
+
+
+# --- verify ---------------------------------------------------------------------------------
+
+
+@contextmanager
+def scratch_database(settings: Settings, report: Reporter) -> Iterator[Settings]:
+    """A new database on the given server, or a throwaway server when no URL is given."""
+    if not settings.database_url:
+        report.progress("verify: starting a throwaway PostgreSQL")
+        with LocalPostgres() as pg:
+            yield _scratch(settings, pg.url())
+        return
+    name = f"migrate_safe_verify_{uuid.uuid4().hex[:10]}"
+    with connect(settings, "verify") as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield _scratch(settings, make_conninfo(settings.database_url, dbname=name))
+    finally:
+        with connect(settings, "verify") as admin:
+            admin.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+
+
+def _scratch(settings: Settings, url: str) -> Settings:
+    return Settings(
+        url, settings.migrations_dir, settings.ledger_schema,
+        policy=settings.policy, redact=settings.redact,
+    )  # fmt: skip
+
+
+def verify(args: Args, settings: Settings, report: Reporter, body: Body) -> None:
+    if args.directory:
+        settings.migrations_dir = Path(args.directory)
+    source = load(settings, report)
+    with scratch_database(settings, report) as scratch, locked_ledger(scratch, "verify") as ledger:
+        engine = Engine(ledger.conn, ledger, scratch.policy, report)
+        verifier = Verifier(ledger.conn, engine, args.slow_migration_seconds)
+        results = []
+        for migration in source.migrations:
+            result = verifier.check(migration)
+            results.append(result)
+            if result.result == "fail":
+                break
+    skipped = source.migrations[len(results) :]
+    body["migrations"] = [r.__dict__ for r in results]
+    body["not_run"] = [m.version for m in skipped]
+    summary = markdown(results, skipped)
+    body["markdown"] = summary
+    if args.markdown:
+        report.result(summary)
+    failed = [r for r in results if r.result == "fail"]
+    if failed:
+        first = failed[0]
+        raise MigrationFailed(
+            f"verify failed at {first.version}_{first.name}: " + "; ".join(first.problems),
+            details={"version": first.version},
+        )
+    report.progress(f"verify passed: {len(results)} migration(s) up, down and up again")
