@@ -1,0 +1,46 @@
+"""migrate-safe lint: rules over PostgreSQL's own parse tree (pglast), never a database.
+
+Entry points for the CLI and the other commands:
+    lint_directory(path, ...)    a migrations directory, including what the loader refuses
+    lint_migrations(list, ...)   loaded Migration objects (plan, verify, preflight)
+    lint_sql(text, ...)          one SQL text
+    exit_code(findings, strict=) 0 clean, 1 when an error (or, strict, a warning) remains
+    render(findings, format)     text | json | github | sarif
+"""
+
+from migrate_safe.lint.config import (
+    LintConfig,
+    lint_config_from_table,
+    load_lint_config,
+)
+from migrate_safe.lint.context import DEFAULT_PG_VERSION, LintOptions
+from migrate_safe.lint.model import Finding, Rule, Severity
+from migrate_safe.lint.output import FORMATS, render, summary
+from migrate_safe.lint.registry import RULES
+from migrate_safe.lint.runner import (
+    exit_code,
+    lint_directory,
+    lint_migrations,
+    lint_sql,
+    sort_findings,
+)
+
+__all__ = [
+    "DEFAULT_PG_VERSION",
+    "FORMATS",
+    "RULES",
+    "Finding",
+    "LintConfig",
+    "LintOptions",
+    "Rule",
+    "Severity",
+    "exit_code",
+    "lint_config_from_table",
+    "lint_directory",
+    "lint_migrations",
+    "lint_sql",
+    "load_lint_config",
+    "render",
+    "sort_findings",
+    "summary",
+]

@@ -1,0 +1,224 @@
+"""Lint entry points: one SQL text, a list of loaded migrations, or a directory on disk.
+
+Lint never connects to a database: the target version comes from the caller, and what it knows
+about the schema comes from the migrations it reads (plus any applied history it is given).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import migrate_safe.lint.rules  # noqa: F401  (importing the rules fills the registry)
+from migrate_safe.errors import ConfigError
+from migrate_safe.lint.config import LintConfig
+from migrate_safe.lint.context import FileContext, LintOptions, SchemaState, observe
+from migrate_safe.lint.model import Finding, Hit, Rule, Severity
+from migrate_safe.lint.registry import FILE_CHECKS, STATEMENT_CHECKS
+from migrate_safe.lint.rules import files
+from migrate_safe.lint.scanner import file_finding, lenient_directives, scan_directory
+from migrate_safe.lint.sqlast import ParsedStatement, parse_script
+from migrate_safe.lint.suppress import StatementComments, statement_comments, suppression_reason
+from migrate_safe.source import Directives, Migration, Script
+from migrate_safe.statements import SqlSyntaxError
+
+
+@dataclass(frozen=True)
+class LintTarget:
+    """One SQL file to lint: where it is, its text and directives, and which way it runs."""
+
+    path: str
+    text: str
+    directives: Directives
+    direction: str = "up"
+
+
+@dataclass(frozen=True)
+class _Located:
+    """A finding before policy: the lines of its statement, for statement-level allows."""
+
+    finding: Finding
+    span: tuple[int, int] | None
+
+
+def lint_sql(
+    text: str,
+    *,
+    origin: str = "<sql>",
+    direction: str = "up",
+    options: LintOptions | None = None,
+    config: LintConfig | None = None,
+) -> list[Finding]:
+    """Lint one SQL text as a migration file (its leading directives apply)."""
+    config = config or LintConfig()
+    directives, problems = lenient_directives(text, origin)
+    target = LintTarget(origin, text, directives, direction)
+    findings = [
+        _with_policy(
+            _Located(file_finding(files.BAD_DIRECTIVE, origin, message, line), None),
+            directives,
+            config,
+            StatementComments(),
+        )
+        for line, message in problems
+    ]
+    findings += _lint_target(target, options or LintOptions(), config, SchemaState())
+    return sort_findings(findings)
+
+
+def lint_migrations(
+    migrations: Sequence[Migration],
+    *,
+    pg_version: int = LintOptions.pg_version,
+    config: LintConfig | None = None,
+    harness_timeouts: bool = True,
+    history: Sequence[Migration] = (),
+    include_down: bool = True,
+) -> list[Finding]:
+    """Findings for pending migrations, in version order, each up file then its down file.
+
+    `history`: migrations already applied, read only to learn the schema (column types,
+    validated NOT NULL checks), never reported on.
+    """
+    options = LintOptions(pg_version, harness_timeouts)
+    config = config or LintConfig()
+    schema = SchemaState()
+    for applied in history:
+        _lint_target(_target(applied.up, "up"), options, config, schema)
+    findings: list[Finding] = []
+    previous: Migration | None = None
+    for migration in migrations:
+        if previous is not None and migration.version <= previous.version:
+            findings.append(_out_of_order(migration, previous))
+        findings += _lint_target(_target(migration.up, "up"), options, config, schema)
+        if include_down and migration.down is not None:
+            down = _target(migration.down, "down")
+            findings += _lint_target(down, options, config, copy.deepcopy(schema))
+        previous = migration
+    return sort_findings(findings)
+
+
+def lint_directory(
+    directory: Path,
+    *,
+    pg_version: int = LintOptions.pg_version,
+    config: LintConfig | None = None,
+    harness_timeouts: bool = True,
+) -> list[Finding]:
+    """Findings for every file of a migrations directory, including the problems that make
+    `source.load_source` refuse it (names, pairs, duplicate versions, directives)."""
+    if not directory.is_dir():
+        raise ConfigError(f"{directory}: migrations directory not found")
+    options = LintOptions(pg_version, harness_timeouts)
+    config = config or LintConfig()
+    scanned, file_findings = scan_directory(directory)
+    directives = {str(entry.path): entry.directives for entry in scanned}
+    findings = [
+        _with_policy(
+            _Located(f, None), directives.get(f.file, Directives()), config, StatementComments()
+        )
+        for f in file_findings
+    ]
+    schema = SchemaState()
+    for entry in scanned:
+        if entry.text is None:
+            continue
+        target = LintTarget(str(entry.path), entry.text, entry.directives, entry.direction)
+        # A down migration runs against the schema its up migration left; it changes nothing
+        # that later up migrations see.
+        walked = schema if entry.direction == "up" else copy.deepcopy(schema)
+        findings += _lint_target(target, options, config, walked)
+    return sort_findings(findings)
+
+
+def exit_code(findings: Sequence[Finding], *, strict: bool = False) -> int:
+    """0 when clean; 1 when an unsuppressed error remains (or a warning, under --strict)."""
+    failing = {Severity.ERROR, Severity.WARNING} if strict else {Severity.ERROR}
+    return 1 if any(f.active and f.severity in failing for f in findings) else 0
+
+
+def sort_findings(findings: Sequence[Finding]) -> list[Finding]:
+    return sorted(findings, key=lambda f: (f.file, f.line, f.column, f.rule))
+
+
+# --- one file ----------------------------------------------------------------------------
+
+
+def _lint_target(
+    target: LintTarget, options: LintOptions, config: LintConfig, schema: SchemaState
+) -> list[Finding]:
+    located = _raw_findings(target, options, schema)
+    comments = statement_comments(target.text) if located else StatementComments()
+    return [_with_policy(item, target.directives, config, comments) for item in located]
+
+
+def _raw_findings(target: LintTarget, options: LintOptions, schema: SchemaState) -> list[_Located]:
+    try:
+        statements = parse_script(target.text)
+    except SqlSyntaxError as error:
+        line, column = _clamp(target.text, error.line, error.column)
+        finding = Finding(
+            files.SYNTAX_ERROR.id,
+            files.SYNTAX_ERROR.severity,
+            target.path,
+            line,
+            column,
+            f"syntax error: {error.message}",
+            files.SYNTAX_ERROR.safe_alternative,
+        )
+        return [_Located(finding, None)]
+    if not statements:
+        message = f"{target.direction} migration has no SQL statement"
+        return [_Located(file_finding(files.EMPTY_FILE, target.path, message), None)]
+    context = FileContext(target.path, target.direction, target.directives, options, schema)
+    located: list[_Located] = []
+    for statement in statements:
+        for rule, check in STATEMENT_CHECKS:
+            located += [_locate(rule, hit, statement, target) for hit in check(statement, context)]
+        observe(statement, context)
+    for rule, file_check in FILE_CHECKS:
+        located += [_locate(rule, hit, at, target) for at, hit in file_check(statements, context)]
+    return located
+
+
+def _locate(rule: Rule, hit: Hit, statement: ParsedStatement, target: LintTarget) -> _Located:
+    finding = Finding(
+        rule.id,
+        rule.severity,
+        target.path,
+        statement.line,
+        statement.column,
+        hit.message,
+        hit.safe_alternative or rule.safe_alternative,
+    )
+    return _Located(finding, (statement.line, statement.end_line))
+
+
+def _with_policy(
+    item: _Located, directives: Directives, config: LintConfig, comments: StatementComments
+) -> Finding:
+    finding = item.finding
+    severity = config.severity.get(finding.rule, finding.severity)
+    reason = suppression_reason(finding.rule, item.span, directives, comments, config)
+    return replace(finding, severity=severity, suppressed_by=reason)
+
+
+def _clamp(text: str, line: int, column: int) -> tuple[int, int]:
+    """Keep a parser position on a real line (an error at end of text points past it)."""
+    last = max(1, len(text.splitlines()))
+    return min(max(1, line), last), max(1, column) if line <= last else 1
+
+
+def _target(script: Script, direction: str) -> LintTarget:
+    return LintTarget(script.origin, script.text, script.directives, direction)
+
+
+def _out_of_order(migration: Migration, previous: Migration) -> Finding:
+    return file_finding(
+        files.VERSION_ORDER,
+        migration.up.origin,
+        f"version {migration.version} comes after version {previous.version} in the pending "
+        "list: it was added below a migration that already exists",
+    )

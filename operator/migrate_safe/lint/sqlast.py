@@ -1,0 +1,264 @@
+"""Parsing helpers for lint, on top of `statements.py`: positioned statements and AST questions.
+
+`statements.split_statements` decides where statements start and end (the engine uses the same
+split), and this module parses each one into its pglast node and answers the questions the
+rules ask: which table, which column type, is this default volatile, is this `col IS NOT NULL`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from pglast import ast, parse_sql
+from pglast.enums import AlterTableType, ConstrType, NullTestType
+from pglast.parser import ParseError
+from pglast.visitors import Visitor
+
+from migrate_safe.statements import SqlSyntaxError, split_statements
+
+
+@dataclass(frozen=True)
+class ParsedStatement:
+    """One statement with its AST and its span in the file (1-based lines and column)."""
+
+    node: ast.Node
+    sql: str
+    line: int
+    column: int
+    end_line: int
+
+
+def parse_script(text: str) -> list[ParsedStatement]:
+    """Every statement of `text` with its node; raises SqlSyntaxError pointing into the file."""
+    parsed: list[ParsedStatement] = []
+    cursor = 0
+    for statement in split_statements(text):
+        # The statement is an exact slice of the text, so find() recovers its offset.
+        offset = text.find(statement.sql, cursor)
+        cursor = offset + len(statement.sql)
+        column = offset - (text.rfind("\n", 0, offset) + 1) + 1
+        end_line = statement.line + statement.sql.count("\n")
+        try:
+            raw_statements = parse_sql(statement.sql)
+        except ParseError as error:  # split accepted it, the full grammar did not
+            raise SqlSyntaxError(str(error.args[0]), statement.line, column) from None
+        parsed += [
+            ParsedStatement(raw.stmt, statement.sql, statement.line, column, end_line)
+            for raw in raw_statements
+            if raw.stmt is not None
+        ]
+    return parsed
+
+
+# --- names ---------------------------------------------------------------------------------
+
+
+def table_name(relation: ast.RangeVar | None) -> str:
+    """The relation as written (schema-qualified when it was)."""
+    if relation is None:
+        return "?"
+    name = str(relation.relname)
+    return f"{relation.schemaname}.{name}" if relation.schemaname else name
+
+
+def table_key(relation: ast.RangeVar | None) -> str:
+    """The key lint tracks tables by: the bare name, so `t` and `public.t` are one table."""
+    return str(relation.relname) if relation is not None else "?"
+
+
+def dotted(names: Iterable[ast.Node]) -> str:
+    return ".".join(str(getattr(part, "sval", part)) for part in names)
+
+
+# --- ALTER TABLE ---------------------------------------------------------------------------
+
+
+def alter_commands(node: ast.Node, *subtypes: AlterTableType) -> Iterator[ast.AlterTableCmd]:
+    """The sub-commands of an ALTER TABLE statement that have one of `subtypes`."""
+    if not isinstance(node, ast.AlterTableStmt):
+        return
+    for command in node.cmds or ():
+        if isinstance(command, ast.AlterTableCmd) and command.subtype in subtypes:
+            yield command
+
+
+def column_constraints(column: ast.ColumnDef, *kinds: ConstrType) -> list[ast.Constraint]:
+    return [
+        c
+        for c in column.constraints or ()
+        if isinstance(c, ast.Constraint) and (not kinds or c.contype in kinds)
+    ]
+
+
+def added_column(command: ast.AlterTableCmd) -> ast.ColumnDef | None:
+    return command.def_ if isinstance(command.def_, ast.ColumnDef) else None
+
+
+def added_constraint(command: ast.AlterTableCmd) -> ast.Constraint | None:
+    return command.def_ if isinstance(command.def_, ast.Constraint) else None
+
+
+def not_null_check_column(expression: ast.Node | None) -> str | None:
+    """`col IS NOT NULL` → col: the CHECK that lets SET NOT NULL skip its scan (PG12+)."""
+    if not isinstance(expression, ast.NullTest):
+        return None
+    if expression.nulltesttype != NullTestType.IS_NOT_NULL:
+        return None
+    argument = expression.arg
+    if isinstance(argument, ast.ColumnRef) and argument.fields and len(argument.fields) == 1:
+        return str(getattr(argument.fields[0], "sval", ""))
+    return None
+
+
+def option_enabled(options: Iterable[ast.Node] | None, name: str) -> bool:
+    """Whether a `(FULL)`-style option is on: present and not written as false/off/0."""
+    for option in options or ():
+        if isinstance(option, ast.DefElem) and option.defname == name:
+            value = getattr(option.arg, "sval", getattr(option.arg, "ival", True))
+            return str(value).lower() not in ("false", "off", "0")
+    return False
+
+
+# --- types ---------------------------------------------------------------------------------
+
+_TYPE_ALIASES = {
+    "int": "int4",
+    "integer": "int4",
+    "bigint": "int8",
+    "smallint": "int2",
+    "decimal": "numeric",
+    "serial4": "serial",
+    "serial8": "bigserial",
+    "serial2": "smallserial",
+    "boolean": "bool",
+    "float": "float8",
+}
+SERIAL_TYPES = frozenset({"serial", "bigserial", "smallserial"})
+
+
+@dataclass(frozen=True)
+class ColumnType:
+    """A column type reduced to what rewrite decisions need: name, modifiers, array-ness."""
+
+    name: str
+    modifiers: tuple[int, ...] = ()
+    array: bool = False
+
+    def __str__(self) -> str:
+        modifiers = f"({','.join(map(str, self.modifiers))})" if self.modifiers else ""
+        return f"{self.name}{modifiers}{'[]' if self.array else ''}"
+
+
+def column_type(type_name: ast.TypeName | None) -> ColumnType | None:
+    if type_name is None or not type_name.names:
+        return None
+    raw = str(getattr(type_name.names[-1], "sval", "")).lower()
+    modifiers = tuple(
+        int(modifier.val.ival or 0)
+        for modifier in type_name.typmods or ()
+        if isinstance(modifier, ast.A_Const) and isinstance(modifier.val, ast.Integer)
+    )
+    return ColumnType(_TYPE_ALIASES.get(raw, raw), modifiers, bool(type_name.arrayBounds))
+
+
+# --- volatility ----------------------------------------------------------------------------
+
+# Built-ins that are VOLATILE: as a column default they are evaluated per row, so PostgreSQL
+# rewrites the table to store each row's value.
+VOLATILE_FUNCTIONS = frozenset(
+    {
+        "random",
+        "random_normal",
+        "gen_random_uuid",
+        "uuidv4",
+        "uuidv7",
+        "uuid_generate_v1",
+        "uuid_generate_v1mc",
+        "uuid_generate_v4",
+        "gen_random_bytes",
+        "clock_timestamp",
+        "timeofday",
+        "nextval",
+        "setval",
+        "txid_current",
+        "pg_current_xact_id",
+    }
+)
+# Built-ins that are STABLE or IMMUTABLE: evaluated once, stored in the catalog (PG11+), so
+# ADD COLUMN with them as default is catalog-only. now() is STABLE: it does not rewrite.
+NON_VOLATILE_FUNCTIONS = frozenset(
+    {
+        "now",
+        "statement_timestamp",
+        "transaction_timestamp",
+        "current_setting",
+        "lower",
+        "upper",
+        "length",
+        "btrim",
+        "ltrim",
+        "rtrim",
+        "concat",
+        "concat_ws",
+        "replace",
+        "substring",
+        "left",
+        "right",
+        "format",
+        "md5",
+        "encode",
+        "decode",
+        "abs",
+        "round",
+        "floor",
+        "ceil",
+        "date_trunc",
+        "date_part",
+        "extract",
+        "timezone",
+        "to_char",
+        "to_date",
+        "to_timestamp",
+        "make_date",
+        "make_time",
+        "make_timestamp",
+        "make_timestamptz",
+        "make_interval",
+        "jsonb_build_object",
+        "jsonb_build_array",
+        "json_build_object",
+        "json_build_array",
+        "array_fill",
+    }
+)
+
+
+class _FunctionNames(Visitor):
+    def __init__(self) -> None:
+        super().__init__()
+        self.names: list[str] = []
+
+    def visit_FuncCall(self, ancestors: object, node: ast.FuncCall) -> None:
+        if node.funcname:
+            self.names.append(str(getattr(node.funcname[-1], "sval", "")).lower())
+
+
+def called_functions(expression: ast.Node | None) -> list[str]:
+    if expression is None:
+        return []
+    collector = _FunctionNames()
+    collector(expression)
+    return collector.names
+
+
+def volatile_calls(expression: ast.Node | None) -> tuple[list[str], list[str]]:
+    """(known volatile functions, functions of unknown volatility) called by the expression."""
+    names = called_functions(expression)
+    volatile = [n for n in names if n in VOLATILE_FUNCTIONS]
+    unknown = [n for n in names if n not in VOLATILE_FUNCTIONS | NON_VOLATILE_FUNCTIONS]
+    return volatile, unknown
+
+
+def is_null_constant(expression: ast.Node | None) -> bool:
+    return isinstance(expression, ast.A_Const) and bool(expression.isnull)

@@ -1,0 +1,69 @@
+"""Where a finding may be silenced, and the reason lint reports for it.
+
+Three places, checked in this order: an `-- migrate-safe:allow=MS101` directive in the file's
+leading comments (the whole file), the same comment on the statement's own lines or on the
+line right above it (that statement only), and `[lint] disable` in the config file.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from pglast.parser import ParseError, scan
+
+from migrate_safe.lint.config import LintConfig
+from migrate_safe.source import Directives
+
+_ALLOW = re.compile(r"migrate-safe:allow=([A-Z]+[0-9]+(?:\s*,\s*[A-Z]+[0-9]+)*)")
+_COMMENT_TOKENS = {"SQL_COMMENT", "C_COMMENT"}
+
+
+@dataclass(frozen=True)
+class StatementComments:
+    """Rule ids allowed by comments, by the line the comment is on."""
+
+    by_line: dict[int, frozenset[str]] = field(default_factory=dict)
+
+    def allowing(self, rule: str, first_line: int, last_line: int) -> int | None:
+        """The line of a comment allowing `rule` for a statement spanning these lines."""
+        for line in range(first_line - 1, last_line + 1):
+            if rule in self.by_line.get(line, frozenset()):
+                return line
+        return None
+
+
+def statement_comments(text: str) -> StatementComments:
+    """Collect allow comments with the real scanner, so `--` inside a string is not one."""
+    try:
+        tokens = scan(text)
+    except ParseError:  # unterminated literal: the syntax-error finding says so
+        return StatementComments()
+    found: dict[int, set[str]] = defaultdict(set)
+    for token in tokens:
+        if token.name not in _COMMENT_TOKENS:
+            continue
+        comment = text[token.start : token.end + 1]
+        line = text.count("\n", 0, token.start) + 1
+        for match in _ALLOW.finditer(comment):
+            found[line].update(r.strip() for r in match[1].split(",") if r.strip())
+    return StatementComments({line: frozenset(rules) for line, rules in found.items()})
+
+
+def suppression_reason(
+    rule: str,
+    span: tuple[int, int] | None,
+    directives: Directives,
+    comments: StatementComments,
+    config: LintConfig,
+) -> str | None:
+    """Why the finding is suppressed, or None; `span` is the statement's lines, if any."""
+    if rule in directives.allow:
+        return f"file directive migrate-safe:allow={rule}"
+    line = comments.allowing(rule, *span) if span else None
+    if line is not None:
+        return f"statement comment migrate-safe:allow={rule} (line {line})"
+    if rule in config.disabled:
+        return f"config: [lint] disable in {config.origin}"
+    return None

@@ -1,0 +1,2 @@
+-- migrate-safe:no-transaction
+DROP INDEX CONCURRENTLY IF EXISTS orders_created_at_idx;

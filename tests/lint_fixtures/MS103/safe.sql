@@ -1,0 +1,2 @@
+-- migrate-safe:no-transaction
+REINDEX TABLE CONCURRENTLY orders;

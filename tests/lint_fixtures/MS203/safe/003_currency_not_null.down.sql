@@ -1,0 +1,3 @@
+ALTER TABLE orders ADD CONSTRAINT orders_currency_not_null
+    CHECK (currency IS NOT NULL) NOT VALID;
+ALTER TABLE orders ALTER COLUMN currency DROP NOT NULL;

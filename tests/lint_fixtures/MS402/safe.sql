@@ -1,0 +1,1 @@
+ALTER TABLE orders DROP COLUMN status;  -- migrate-safe:allow=MS402 (contract step)

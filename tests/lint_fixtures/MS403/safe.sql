@@ -1,0 +1,2 @@
+-- migrate-safe:allow=MS403
+DROP SCHEMA reporting;

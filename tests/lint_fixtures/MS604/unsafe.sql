@@ -1,0 +1,2 @@
+-- lint-fixture: no-harness-timeouts
+ALTER TABLE orders ADD COLUMN note text;

@@ -1,0 +1,2 @@
+ALTER TABLE orders ADD COLUMN state text;
+UPDATE orders SET state = status;

@@ -1,0 +1,3 @@
+-- migrate-safe:no-transaction
+CREATE INDEX CONCURRENTLY orders_a_idx ON orders (a);
+CREATE INDEX CONCURRENTLY orders_b_idx ON orders (b);

@@ -1,0 +1,2 @@
+-- migrate-safe:allow=MS402
+ALTER TABLE orders DROP COLUMN note;

@@ -1,0 +1,2 @@
+-- migrate-safe:no-transactions
+CREATE INDEX CONCURRENTLY IF NOT EXISTS orders_a_idx ON orders (a);
