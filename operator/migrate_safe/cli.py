@@ -51,6 +51,7 @@ HANDLERS: dict[str, Handler] = {
     "postflight": safety.postflight,
     "fingerprint": safety.fingerprint_command,
     "verify": safety.verify,
+    "lint": safety.lint,
 }
 # A database error that escapes a command counts as that command's failure.
 FAILURE_CODE = {
@@ -285,6 +286,20 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--markdown", action="store_true", help="print a pull-request summary")
     verify.add_argument("--slow-migration-seconds", type=float, default=300.0,
                         help="warn on a migration slower than this (default 300)")  # fmt: skip
+
+    lint = sub.add_parser("lint", help="static safety checks of the migrations (exit 1 on errors)")
+    lint.add_argument("--format", choices=["text", "json", "github", "sarif"], default="text")
+    lint.add_argument(
+        "--pg-version",
+        type=int,
+        help="target PostgreSQL major version (default: the server's, else 15)",
+    )
+    lint.add_argument("--strict", action="store_true", help="warnings fail too")
+    lint.add_argument(
+        "--no-harness-timeouts",
+        action="store_true",
+        help="the files may be run by another tool: require SET lock_timeout",
+    )
 
     sub.add_parser("status", help="current version, pending, dirty, drift")
     plan = sub.add_parser("plan", help="what apply or rollback would run; writes nothing")

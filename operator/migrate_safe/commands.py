@@ -19,12 +19,14 @@ from migrate_safe.config import Settings, describe_dsn
 from migrate_safe.engine import Engine
 from migrate_safe.errors import ConfigError, MigrationFailed
 from migrate_safe.ledger import HistoryEntry, Ledger
+from migrate_safe.lint import Finding, render, summary
 from migrate_safe.localpg import LocalPostgres
-from migrate_safe.options import phase_options
+from migrate_safe.options import lint_config, phase_options
 from migrate_safe.pipeline import (
     PhaseOptions,
     apply_phase,
     backup_phase,
+    lint_pending,
     postflight_phase,
     preflight_phase,
     record_fingerprint,
@@ -32,6 +34,7 @@ from migrate_safe.pipeline import (
 from migrate_safe.plan import LedgerState, RollbackStep
 from migrate_safe.report import Reporter, utcnow
 from migrate_safe.session import connect, locked_ledger
+from migrate_safe.settings_file import load_settings_file
 from migrate_safe.source import Migration, Source, load_source
 from migrate_safe.statements import touched_relations
 
@@ -210,21 +213,27 @@ def _print_status(state: LedgerState, report: Reporter) -> None:
 
 
 def plan(args: Args, settings: Settings, report: Reporter, body: Body) -> None:
-    state = _read_state(settings, report, "plan")
+    source = load(settings, report)
     describe(settings, body)
-    current = state.current_version
-    backwards = args.steps is not None or (
-        args.to is not None and current is not None and args.to < current
-    )
-    if backwards:
-        steps = state.to_roll_back(target=args.to, steps=args.steps)
-        body["direction"] = "down"
-        body["migrations"] = [_planned_down(step) for step in steps]
-    else:
-        state.refuse_unsafe_apply()
-        body["direction"] = "up"
-        body["migrations"] = [_planned_up(m) for m in state.to_apply(args.to)]
-    body["current_version"] = current
+    with connect(settings, "plan") as conn:
+        ledger = Ledger(conn, settings.ledger_schema)
+        state = LedgerState(ledger.applied(), source)
+        current = state.current_version
+        backwards = args.steps is not None or (
+            args.to is not None and current is not None and args.to < current
+        )
+        findings: list[Finding] = []
+        if backwards:
+            steps = state.to_roll_back(target=args.to, steps=args.steps)
+            body["migrations"] = [_planned_down(step) for step in steps]
+        else:
+            state.refuse_unsafe_apply()
+            pending = state.to_apply(args.to)
+            body["migrations"] = [_planned_up(m) for m in pending]
+            lint = lint_config(args, load_settings_file(args.config))
+            findings = lint_pending(ledger, state, pending, lint)
+    body.update(direction="down" if backwards else "up", current_version=current)
+    body["lint"] = {"findings": [f.as_dict() for f in findings], "summary": summary(findings)}
     if not args.json:
         verb = "roll back" if backwards else "apply"
         report.result(f"plan: {verb} {len(body['migrations'])} migration(s) from {current}")
@@ -232,6 +241,8 @@ def plan(args: Args, settings: Settings, report: Reporter, body: Body) -> None:
             mode = "no-transaction" if item["no_transaction"] else "one transaction"
             touched = ", ".join(item["relations"]) or "-"
             report.result(f"  {item['version']}_{item['name']}  [{mode}]  touches: {touched}")
+        if findings:
+            report.result(render(findings, "text").rstrip("\n"))
 
 
 def _planned_up(migration: Migration) -> dict[str, Any]:

@@ -7,9 +7,10 @@ from pathlib import Path
 from typing import Any
 
 from migrate_safe.errors import ConfigError
+from migrate_safe.lint import LintConfig, Severity, lint_config_from_table
 from migrate_safe.pipeline import PhaseOptions
 from migrate_safe.preflight import FAIL, WARN, PreflightConfig
-from migrate_safe.settings_file import load_settings_file, section
+from migrate_safe.settings_file import DEFAULT_FILE, load_settings_file, section
 
 PREFLIGHT_KEYS = {
     "long_transaction_seconds",
@@ -77,4 +78,14 @@ def phase_options(args: argparse.Namespace) -> PhaseOptions:
             _pick(args, "backup_lock_wait", backup, "lock_wait_seconds", defaults.backup_lock_wait)
         ),
         expected_fingerprint=getattr(args, "expected_fingerprint", None),
+        lint=lint_config(args, file),
     )
+
+
+def lint_config(args: argparse.Namespace, file: dict[str, Any]) -> LintConfig:
+    config = lint_config_from_table(
+        file.get("lint", {}), getattr(args, "config", None) or DEFAULT_FILE
+    )
+    if getattr(args, "allow_missing_down", False):
+        config = config.with_severity("MS703", Severity.WARNING)  # an up without a down
+    return config

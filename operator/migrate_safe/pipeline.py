@@ -17,6 +17,7 @@ from migrate_safe.engine import Engine
 from migrate_safe.errors import PostflightFailed, PreflightFailed
 from migrate_safe.fingerprint import fingerprint
 from migrate_safe.ledger import HistoryEntry, Ledger
+from migrate_safe.lint import Finding, LintConfig, lint_migrations
 from migrate_safe.plan import LedgerState
 from migrate_safe.postflight import postflight
 from migrate_safe.preflight import FAIL, WARN, Check, Preflight, PreflightConfig
@@ -35,6 +36,7 @@ class PhaseOptions:
     retention: int = 5
     backup_lock_wait: float = 60.0
     expected_fingerprint: str | None = None
+    lint: LintConfig = field(default_factory=LintConfig)
 
 
 def print_checks(report: Reporter, title: str, checks: list[Check]) -> None:
@@ -56,12 +58,28 @@ def record_fingerprint(ledger: Ledger, report: Reporter, command: str, outcome: 
     return current
 
 
+def lint_pending(
+    ledger: Ledger, state: LedgerState, pending: list[Migration], config: LintConfig
+) -> list[Finding]:
+    """Lint findings for what would run, knowing the schema the applied files built."""
+    applied = state.applied_versions
+    history = [m for m in state.source.migrations if m.version in applied]
+    return lint_migrations(
+        pending, pg_version=server_major(ledger.conn), config=config, history=history
+    )
+
+
+def server_major(conn: psycopg.Connection[Any]) -> int:
+    return conn.info.server_version // 10000
+
+
 def preflight_phase(
     ledger: Ledger, state: LedgerState, pending: list[Migration], settings: Settings,
     options: PhaseOptions, report: Reporter, body: Body, *, enforce: bool = True,
 ) -> list[Check]:  # fmt: skip
+    findings = lint_pending(ledger, state, pending, options.lint)
     checks = Preflight(
-        ledger.conn, ledger, state, pending, options.preflight, settings.redact
+        ledger.conn, ledger, state, pending, options.preflight, settings.redact, findings
     ).run()
     failed = [c for c in checks if c.status == FAIL]
     body["preflight"] = {

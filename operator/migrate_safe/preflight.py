@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -21,6 +22,7 @@ from migrate_safe.errors import ConfigError
 from migrate_safe.fingerprint import fingerprint
 from migrate_safe.health import invalid_indexes, unvalidated_constraints
 from migrate_safe.ledger import Ledger
+from migrate_safe.lint import Finding, Severity
 from migrate_safe.locks import resolve_relations
 from migrate_safe.plan import LedgerState
 from migrate_safe.source import Migration
@@ -44,6 +46,7 @@ DEFAULT_SEVERITY: dict[str, str] = {
     "InvalidIndexes": WARN,
     "UnvalidatedConstraints": WARN,
     "SchemaDrift": WARN,
+    "Lint": FAIL,
 }
 OLDEST_SUPPORTED = 120000
 CATALOG_LOCK_TIMEOUT = "2s"
@@ -103,6 +106,7 @@ class Preflight:
         pending: list[Migration],
         config: PreflightConfig,
         redact: Redactor,
+        findings: list[Finding],
     ) -> None:
         self.conn = conn
         self.ledger = ledger
@@ -110,6 +114,7 @@ class Preflight:
         self.pending = pending
         self.config = config
         self.redact = redact
+        self.findings = findings
         self.checks: list[Check] = []
 
     def run(self) -> list[Check]:
@@ -126,6 +131,7 @@ class Preflight:
             ("InvalidIndexes", self._existing_invalid_indexes),
             ("UnvalidatedConstraints", self._existing_unvalidated_constraints),
             ("SchemaDrift", self._schema_drift),
+            ("Lint", self._lint),
         ]
         for name, check in checks:
             self._bounded(name, check)
@@ -399,6 +405,22 @@ class Preflight:
             if drifted else "schema matches the fingerprint of the last run",
             [{"fingerprint": now, "recorded": expected, "recorded_by_run": run_id}],
         )  # fmt: skip
+
+    def _lint(self) -> None:
+        """Dangerous statements in the pending files (suppressed findings are not counted)."""
+        active = [f for f in self.findings if f.active and f.severity != Severity.INFO]
+        errors = [f for f in active if f.severity == Severity.ERROR]
+        evidence = [f.as_dict() for f in active]
+        if errors:
+            names = ", ".join(f"{f.rule} {Path(f.file).name}:{f.line}" for f in errors[:5])
+            self._add("Lint", True, f"{len(errors)} lint error(s): {names}", evidence)
+        elif active:
+            summary = f"{len(active)} lint warning(s): " + ", ".join(
+                f"{f.rule} {Path(f.file).name}:{f.line}" for f in active[:5]
+            )
+            self.checks.append(Check("Lint", WARN, summary, evidence))
+        else:
+            self.checks.append(Check("Lint", PASS, "no lint errors or warnings", evidence))
 
 
 def _sessions(evidence: list[dict[str, Any]]) -> str:

@@ -17,15 +17,17 @@ from migrate_safe.backup import has_user_objects, resolve_backup, restore
 from migrate_safe.commands import describe, load
 from migrate_safe.config import Settings
 from migrate_safe.engine import Engine
-from migrate_safe.errors import ConfigError, MigrationFailed
+from migrate_safe.errors import ConfigError, ExitCode, MigrateSafeError, MigrationFailed
 from migrate_safe.fingerprint import Fingerprint, describe_diff, diff, fingerprint
 from migrate_safe.ledger import Ledger
+from migrate_safe.lint import DEFAULT_PG_VERSION, exit_code, lint_directory, render, summary
 from migrate_safe.localpg import LocalPostgres
-from migrate_safe.options import phase_options
-from migrate_safe.pipeline import backup_phase, postflight_phase, preflight_phase
+from migrate_safe.options import lint_config, phase_options
+from migrate_safe.pipeline import backup_phase, postflight_phase, preflight_phase, server_major
 from migrate_safe.plan import LedgerState
 from migrate_safe.report import Reporter
 from migrate_safe.session import connect, locked_ledger
+from migrate_safe.settings_file import load_settings_file
 from migrate_safe.verify import Verifier, markdown
 
 Args = argparse.Namespace
@@ -113,6 +115,42 @@ def _fingerprint_diff(urls: list[str], settings: Settings, report: Reporter, bod
         raise MigrationFailed(f"schemas differ ({first.hash[:12]} vs {second.hash[:12]})")
 
 
+# --- lint ---------------------------------------------------------------------------------
+
+
+class LintFailed(MigrateSafeError):
+    """Lint's own contract: exit 1 when an error (or, with --strict, a warning) remains."""
+
+    exit_code = ExitCode.PREFLIGHT_FAILED
+
+
+def lint(args: Args, settings: Settings, report: Reporter, body: Body) -> None:
+    config = lint_config(args, load_settings_file(args.config))
+    pg_version = args.pg_version or _server_major_or_default(settings)
+    findings = lint_directory(
+        settings.migrations_dir, pg_version=pg_version, config=config,
+        harness_timeouts=not args.no_harness_timeouts,
+    )  # fmt: skip
+    counts = summary(findings)
+    body["lint"] = {
+        "pg_version": pg_version,
+        "findings": [f.as_dict() for f in findings],
+        "summary": counts,
+    }
+    if not args.json:
+        report.result(render(findings, args.format).rstrip("\n"))
+    if exit_code(findings, strict=args.strict):
+        raise LintFailed(f"lint: {counts['error']} error(s), {counts['warning']} warning(s)")
+
+
+def _server_major_or_default(settings: Settings) -> int:
+    """The server's major version when a database is given, else lint's default."""
+    if not settings.database_url:
+        return DEFAULT_PG_VERSION
+    with connect(settings, "lint") as conn:
+        return server_major(conn)
+
+
 # --- verify ---------------------------------------------------------------------------------
 
 
@@ -149,7 +187,8 @@ def verify(args: Args, settings: Settings, report: Reporter, body: Body) -> None
     source = load(settings, report)
     with scratch_database(settings, report) as scratch, locked_ledger(scratch, "verify") as ledger:
         engine = Engine(ledger.conn, ledger, scratch.policy, report)
-        verifier = Verifier(ledger.conn, engine, args.slow_migration_seconds)
+        lint = lint_config(args, load_settings_file(args.config))
+        verifier = Verifier(ledger.conn, engine, args.slow_migration_seconds, lint)
         results = []
         for migration in source.migrations:
             result = verifier.check(migration)

@@ -52,7 +52,9 @@ def _line_col(text: str, offset: int) -> tuple[int, int]:
 
 def _syntax_error(text: str, error: ParseError) -> SqlSyntaxError:
     message = str(error.args[0]) if error.args else "syntax error"
-    offset = int(error.args[1]) if len(error.args) > 1 else 0
+    # No position means the input ended too soon: point at its end.
+    has_position = len(error.args) > 1 and error.args[1] is not None
+    offset = int(error.args[1]) if has_position else len(text.rstrip())
     line, column = _line_col(text, offset)
     return SqlSyntaxError(message, line, column)
 

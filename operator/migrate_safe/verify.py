@@ -17,6 +17,7 @@ from migrate_safe.engine import Engine
 from migrate_safe.errors import MigrateSafeError
 from migrate_safe.fingerprint import Fingerprint, describe_diff, diff, fingerprint
 from migrate_safe.ledger import Ledger
+from migrate_safe.lint import LintConfig, lint_migrations
 from migrate_safe.plan import RollbackStep
 from migrate_safe.source import Migration
 
@@ -29,6 +30,7 @@ class MigrationCheck:
     up_ms: int = 0
     down_ms: int = 0
     locks: list[str] = field(default_factory=list)
+    lint: list[dict[str, Any]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
 
     def fail(self, problem: str) -> None:
@@ -37,17 +39,27 @@ class MigrationCheck:
 
 
 class Verifier:
-    def __init__(self, conn: psycopg.Connection[Any], engine: Engine, slow_seconds: float) -> None:
+    def __init__(
+        self, conn: psycopg.Connection[Any], engine: Engine, slow_seconds: float, lint: LintConfig
+    ) -> None:
         self.conn = conn
         self.engine = engine
         self.ledger: Ledger = engine.ledger
         self.slow_seconds = slow_seconds
+        self.lint_config = lint
+        self.checked: list[Migration] = []
 
     def _fingerprint(self) -> Fingerprint:
         return fingerprint(self.conn, self.ledger.schema)
 
     def check(self, migration: Migration) -> MigrationCheck:
         result = MigrationCheck(migration.version, migration.name)
+        findings = lint_migrations(
+            [migration], pg_version=self.conn.info.server_version // 10000,
+            config=self.lint_config, history=self.checked,
+        )  # fmt: skip
+        result.lint = [f.as_dict() for f in findings if f.active]
+        self.checked.append(migration)
         before = self._fingerprint()
         result.locks = self._locks(migration)
         try:
@@ -102,16 +114,18 @@ def markdown(results: list[MigrationCheck], skipped: list[Migration]) -> str:
         "",
         f"{len(results)} migration(s) checked: up, down back to the previous schema, up again.",
         "",
-        "| version | name | result | up ms | down ms | locks taken by up |",
-        "|---:|---|---|---:|---:|---|",
+        "| version | name | result | up ms | down ms | locks taken by up | lint |",
+        "|---:|---|---|---:|---:|---|---|",
     ]
     for r in results:
         icon = {"pass": "✅", "warn": "⚠️", "fail": "❌"}[r.result]
         locks = "<br>".join(r.locks) or "none"
+        lint = "<br>".join(f"{f['rule']} ({f['severity']}) line {f['line']}" for f in r.lint)
         lines.append(
-            f"| {r.version} | {r.name} | {icon} {r.result} | {r.up_ms} | {r.down_ms} | {locks} |"
+            f"| {r.version} | {r.name} | {icon} {r.result} | {r.up_ms} | {r.down_ms} | {locks} "
+            f"| {lint or 'clean'} |"
         )
-    lines += [f"| {m.version} | {m.name} | not run | | | |" for m in skipped]
+    lines += [f"| {m.version} | {m.name} | not run | | | | |" for m in skipped]
     for r in results:
         for problem in r.problems:
             lines += ["", f"**{r.version}_{r.name}**: ", "```", problem, "```"]

@@ -96,8 +96,12 @@ def test_restore_returns_the_exact_schema_after_a_bad_migration(cli: Cli, db: Da
     three_versions(cli)
     assert cli("apply").returncode == 0
     good = schema_hash(db)
-    cli.write(4, "oops", "DROP TABLE orders; ALTER TABLE customers DROP COLUMN email;"
-              " CREATE TABLE junk (x int); DELETE FROM customers;", "SELECT 1;")  # fmt: skip
+    oops = (
+        "-- migrate-safe:allow=MS401,MS402\n"  # destructive on purpose: lint would refuse it
+        "DROP TABLE orders; ALTER TABLE customers DROP COLUMN email;"
+        " CREATE TABLE junk (x int); DELETE FROM customers;"
+    )
+    cli.write(4, "oops", oops, "SELECT 1;")
     assert cli("apply").returncode == 0  # takes its own backup first, at version 3
     assert schema_hash(db) != good
     refused = cli("restore")

@@ -98,7 +98,9 @@ def test_fingerprint_is_identical_after_dump_and_restore_into_a_new_database(
     assert hash_of(copy) == hash_of(db)
 
 
-def test_cli_prints_the_hash_alone_and_json_and_diff(cli: Cli, db: Database, pg: LocalPostgres) -> None:
+def test_cli_prints_the_hash_alone_and_json_and_diff(
+    cli: Cli, db: Database, pg: LocalPostgres
+) -> None:
     db.execute(BASE)
     plain = cli("fingerprint")
     assert plain.returncode == 0, plain.stderr

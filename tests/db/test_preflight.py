@@ -129,7 +129,9 @@ def test_existing_invalid_index_and_unvalidated_constraint_warn(
     assert checks["UnvalidatedConstraints"]["status"] == "warn"
 
 
-def test_schema_changed_by_hand_is_reported_as_drift(cli: Cli, db: Database, accounts: None) -> None:
+def test_schema_changed_by_hand_is_reported_as_drift(
+    cli: Cli, db: Database, accounts: None
+) -> None:
     assert cli("apply", "--no-backup").returncode == 0
     cli.write(2, "more", "ALTER TABLE audit_log ADD COLUMN at timestamptz;", "SELECT 1;")
     _, checks, _ = preflight(cli)
@@ -157,3 +159,20 @@ def test_apply_runs_preflight_first_and_force_overrides_it(
     # says preflight was overridden.
     report = json.loads(forced.stdout)
     assert report["preflight"]["overridden_by_force"] is True
+
+
+def test_pending_migration_with_a_lint_error_fails_preflight_until_allowed(
+    cli: Cli, db: Database, accounts: None
+) -> None:
+    cli.write(2, "index", "CREATE INDEX accounts_owner_idx ON accounts (owner);", "SELECT 1;")
+    code, checks, _ = preflight(cli)
+    assert code == 1
+    assert checks["Lint"]["status"] == "fail"
+    assert checks["Lint"]["evidence"][0]["rule"] == "MS101"  # type: ignore[index]
+    cli.write(
+        2, "index",
+        "-- migrate-safe:allow=MS101\nCREATE INDEX accounts_owner_idx ON accounts (owner);",
+        "SELECT 1;",
+    )  # fmt: skip
+    code, checks, _ = preflight(cli)
+    assert (code, checks["Lint"]["status"]) == (0, "pass")

@@ -21,7 +21,9 @@ def test_verify_passes_on_the_examples_and_leaves_no_scratch_database(
     first = report["migrations"][0]
     assert "AccessExclusiveLock on public.customers" in first["locks"]
     assert "| 8 | validate_orders_coupon_fk | ✅ pass |" in report["markdown"]
-    assert db.scalar("SELECT count(*) FROM pg_database WHERE datname LIKE 'migrate_safe_verify%'") == 0
+    assert (
+        db.scalar("SELECT count(*) FROM pg_database WHERE datname LIKE 'migrate_safe_verify%'") == 0
+    )
     assert db.scalar("SELECT to_regnamespace('migrate_safe')") is None  # target untouched
 
 

@@ -1,0 +1,42 @@
+"""The lint command as CI runs it, and lint findings inside plan."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from tests.conftest import EXAMPLES, Cli
+
+pytestmark = pytest.mark.db
+
+
+def test_examples_lint_clean_in_every_format(cli: Cli) -> None:
+    for path in EXAMPLES.glob("*.sql"):
+        shutil.copy(path, cli.migrations)
+    assert cli("lint", "--strict").returncode == 0
+    sarif = json.loads(cli("lint", "--format", "sarif").stdout)
+    assert sarif["version"] == "2.1.0"
+
+
+def test_lint_errors_exit_1_with_github_annotations_and_pg_version_from_the_server(
+    cli: Cli,
+) -> None:
+    cli.write(1, "t", "CREATE TABLE t (id int);", "DROP TABLE t;")
+    cli.write(2, "idx", "CREATE INDEX t_id ON t (id);", "DROP INDEX t_id;")
+    done = cli("lint", "--format", "github")
+    assert done.returncode == 1
+    assert "::error file=" in done.stdout and "title=MS101" in done.stdout
+    report = json.loads(cli("lint", "--json").stdout)
+    assert report["lint"]["pg_version"] == 15  # read from the server behind DATABASE_URL
+    assert report["exit_code"] == 1
+
+
+def test_plan_includes_lint_findings_for_pending_migrations(cli: Cli) -> None:
+    cli.write(1, "t", "CREATE TABLE t (id int);", "DROP TABLE t;")
+    assert cli("apply", "--no-backup").returncode == 0
+    cli.write(2, "idx", "CREATE INDEX t_id ON t (id);", "DROP INDEX t_id;")
+    plan = json.loads(cli("plan", "--json").stdout)
+    rules = {f["rule"] for f in plan["lint"]["findings"]}
+    assert "MS101" in rules
