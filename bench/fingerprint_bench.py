@@ -25,19 +25,22 @@ from migrate_safe.fingerprint import fingerprint
 from migrate_safe.health import count_orphans
 from migrate_safe.localpg import LocalPostgres
 
-CATALOG = """
-DO $$
-BEGIN
-    FOR i IN 1..%(tables)s LOOP
-        EXECUTE format('CREATE TABLE t%%s (id int PRIMARY KEY, parent int, name text NOT NULL'
-                       ' DEFAULT ''x'', created timestamptz DEFAULT now())', i);
-    END LOOP;
-    FOR i IN 2..%(fks)s + 1 LOOP
-        EXECUTE format('ALTER TABLE t%%s ADD CONSTRAINT t%%s_parent_fk FOREIGN KEY (parent)'
-                       ' REFERENCES t%%s (id)', i, i, i - 1);
-    END LOOP;
-END $$;
-"""
+TABLE = (
+    "CREATE TABLE t{i} (id int PRIMARY KEY, parent int, name text NOT NULL DEFAULT 'x',"
+    " created timestamptz DEFAULT now());"
+)
+FOREIGN_KEY = (
+    "ALTER TABLE t{i} ADD CONSTRAINT t{i}_parent_fk FOREIGN KEY (parent) REFERENCES t{parent} (id);"
+)
+BATCH = 500  # statements per transaction: each table's locks are held until commit
+
+
+def build_catalog(conn: psycopg.Connection[tuple[object, ...]], tables: int, fks: int) -> None:
+    statements = [TABLE.format(i=i) for i in range(1, tables + 1)]
+    statements += [FOREIGN_KEY.format(i=i, parent=i - 1) for i in range(2, fks + 2)]
+    for start in range(0, len(statements), BATCH):
+        conn.execute("".join(statements[start : start + BATCH]).encode())
+
 
 ORPHANS = """
 CREATE TABLE customers (id bigint PRIMARY KEY);
@@ -70,9 +73,11 @@ def main() -> None:
     args = parser.parse_args()
     if args.smoke:
         args.tables, args.fks, args.rows, args.runs = 200, 100, 100_000, 2
-    with LocalPostgres() as pg, psycopg.connect(pg.url(), autocommit=True) as conn:
+    # pg_dump locks every table it dumps in one transaction: room for 10,000 of them.
+    server = LocalPostgres(settings={"max_locks_per_transaction": "1024"})
+    with server as pg, psycopg.connect(pg.url(), autocommit=True) as conn:
         started = time.perf_counter()
-        conn.execute(CATALOG % {"tables": args.tables, "fks": args.fks})
+        build_catalog(conn, args.tables, args.fks)
         setup = time.perf_counter() - started
         dsn, env = client_env(pg.url())
 

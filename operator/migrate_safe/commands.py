@@ -7,6 +7,7 @@ the report still shows what was done before the failure.
 from __future__ import annotations
 
 import argparse
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ from migrate_safe.errors import ConfigError, MigrationFailed
 from migrate_safe.ledger import HistoryEntry, Ledger
 from migrate_safe.lint import Finding, render, summary
 from migrate_safe.localpg import LocalPostgres
+from migrate_safe.locks import HeldLock, strongest
 from migrate_safe.options import lint_config, phase_options
 from migrate_safe.pipeline import (
     PhaseOptions,
@@ -31,7 +33,7 @@ from migrate_safe.pipeline import (
     preflight_phase,
     record_fingerprint,
 )
-from migrate_safe.plan import LedgerState, RollbackStep
+from migrate_safe.plan import LedgerState, RollbackStep, plan_hash
 from migrate_safe.report import Reporter, utcnow
 from migrate_safe.session import connect, locked_ledger
 from migrate_safe.settings_file import load_settings_file
@@ -99,8 +101,19 @@ def run_pipeline(
         state.refuse_unsafe_apply()
         pending = state.to_apply(target)
         body["target_version"] = pending[-1].version if pending else state.current_version
+        body["plan_hash"] = plan_hash("up", pending)
+        if options.expected_plan_hash and options.expected_plan_hash != body["plan_hash"]:
+            raise MigrationFailed(
+                f"the plan changed since it was approved: it is now {body['plan_hash']}, "
+                f"approved {options.expected_plan_hash}; nothing was applied"
+            )
         if steps.dry_run:
-            _rehearse(Engine(ledger.conn, ledger, settings.policy, report), pending, report, body)
+            findings = lint_pending(ledger, state, pending, options.lint)
+            engine = Engine(ledger.conn, ledger, settings.policy, report)
+            try:
+                _rehearse(engine, pending, report, body)
+            finally:
+                body["plan"] = _published_plan(body, pending, findings)
             return
         if pending and steps.preflight:
             preflight_phase(
@@ -112,6 +125,33 @@ def run_pipeline(
         apply_phase(ledger, pending, source, settings, report, body)
         if steps.postflight:
             postflight_phase(ledger, source, target, options, report, body)
+
+
+def _published_plan(body: Body, pending: list[Migration], findings: list[Finding]) -> Body:
+    """What Plan mode publishes: the hash to approve, each migration with the strongest
+    lock it took in the rehearsal, and the lint counts."""
+    locks: dict[int, list[str]] = {}
+    for entry in body.get("rehearsal", []):
+        taken = [
+            HeldLock(lock["relation"], lock["mode"])
+            for statement in entry.get("statements", [])
+            for lock in statement["locks"] + statement["already_held"]
+        ]
+        locks[entry["version"]] = [f"{lock.mode} {lock.relation}" for lock in strongest(set(taken))]
+    return {
+        "hash": body["plan_hash"],
+        "direction": "up",
+        "migrations": [
+            {
+                "version": m.version,
+                "name": m.name,
+                "noTransaction": m.up.directives.no_transaction,
+                "locks": locks.get(m.version, []),
+            }
+            for m in pending
+        ],
+        "lint": summary(findings),
+    }
 
 
 def _rehearse(engine: Engine, pending: list[Migration], report: Reporter, body: Body) -> None:
@@ -233,6 +273,8 @@ def plan(args: Args, settings: Settings, report: Reporter, body: Body) -> None:
             lint = lint_config(args, load_settings_file(args.config))
             findings = lint_pending(ledger, state, pending, lint)
     body.update(direction="down" if backwards else "up", current_version=current)
+    if not backwards:
+        body["plan_hash"] = plan_hash("up", pending)
     body["lint"] = {"findings": [f.as_dict() for f in findings], "summary": summary(findings)}
     if not args.json:
         verb = "roll back" if backwards else "apply"
@@ -412,3 +454,38 @@ def _print_history(settings: Settings, report: Reporter) -> None:
         ).fetchall()
     for row in rows:
         report.result(f"  #{row[0]:<3} {row[1]!s:>4} {row[2]:5} {row[3]:10} attempt {row[4]}")
+
+
+def wait(args: Args, settings: Settings, report: Reporter, body: Body) -> None:
+    """For an application's init container: block until the ledger reaches a version.
+    Needs only a database login, no Kubernetes RBAC."""
+    describe(settings, body)
+    deadline = time.monotonic() + args.timeout
+    announced = False
+    while True:
+        reached = _ledger_reached(settings, args.wait_version)
+        if reached is not None:
+            body["current_version"] = reached
+            report.progress(f"ledger at {reached}, at or past {args.wait_version}")
+            return
+        if time.monotonic() >= deadline:
+            raise MigrationFailed(
+                f"ledger did not reach version {args.wait_version} within {args.timeout:g}s"
+            )
+        if not announced:
+            report.progress(f"waiting for the ledger to reach version {args.wait_version}…")
+            announced = True
+        time.sleep(args.interval)
+
+
+def _ledger_reached(settings: Settings, version: int) -> int | None:
+    """The current version once it is at least `version` with nothing dirty, else None.
+    An unreachable database counts as not yet: the application waits, it does not crash."""
+    try:
+        with connect(settings, "wait") as conn:
+            rows = Ledger(conn, settings.ledger_schema).applied()
+    except ConfigError:
+        return None
+    if not rows or any(row.dirty for row in rows) or rows[-1].version < version:
+        return None
+    return rows[-1].version

@@ -62,9 +62,10 @@ def free_port() -> int:
 class LocalPostgres:
     """Context manager: `with LocalPostgres() as pg: pg.url("mydb")`."""
 
-    def __init__(self, *, keep: bool = False) -> None:
+    def __init__(self, *, keep: bool = False, settings: dict[str, str] | None = None) -> None:
         self.bindir = find_bindir()
         self.keep = keep
+        self.settings = {**FAST_SETTINGS, **(settings or {})}
         self.as_service_user = os.geteuid() == 0
         self.password = secrets.token_urlsafe(18)
         self.port = 0
@@ -98,7 +99,7 @@ class LocalPostgres:
             "--locale=C",
         )
         pwfile.unlink()
-        options = " ".join(f"-c {k}={v}" for k, v in FAST_SETTINGS.items())
+        options = " ".join(f"-c {k}={v}" for k, v in self.settings.items())
         self._run(
             "pg_ctl",
             "-D",

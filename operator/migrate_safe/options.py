@@ -78,6 +78,7 @@ def phase_options(args: argparse.Namespace) -> PhaseOptions:
             _pick(args, "backup_lock_wait", backup, "lock_wait_seconds", defaults.backup_lock_wait)
         ),
         expected_fingerprint=getattr(args, "expected_fingerprint", None),
+        expected_plan_hash=getattr(args, "expect_plan_hash", None),
         lint=lint_config(args, file),
     )
 

@@ -36,6 +36,7 @@ class PhaseOptions:
     retention: int = 5
     backup_lock_wait: float = 60.0
     expected_fingerprint: str | None = None
+    expected_plan_hash: str | None = None
     lint: LintConfig = field(default_factory=LintConfig)
 
 
@@ -82,6 +83,13 @@ def preflight_phase(
         ledger.conn, ledger, state, pending, options.preflight, settings.redact, findings
     ).run()
     failed = [c for c in checks if c.status == FAIL]
+    body.update(
+        current_version=state.current_version,
+        latest_version=state.source.latest_version,
+        pending=[m.version for m in pending],
+        missing_from_source=state.missing_from_source,
+        dirty=bool(state.dirty),
+    )
     body["preflight"] = {
         "passed": not failed,
         "checks": [c.as_dict() for c in checks],

@@ -4,6 +4,8 @@ apply or rollback would run. No database access here, so every rule is unit-test
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 
 from migrate_safe.errors import ConfigError, MigrationFailed, RollbackFailed
@@ -171,6 +173,14 @@ class LedgerState:
                 details={"missing_down": missing},
             )
         return steps_out
+
+
+def plan_hash(direction: str, migrations: list[Migration]) -> str:
+    """Identifies exactly what would run: an approval of this hash approves these files."""
+    canonical = [
+        [m.version, m.up.checksum, m.down.checksum if m.down else None] for m in migrations
+    ]
+    return hashlib.sha256(json.dumps([direction, canonical]).encode()).hexdigest()
 
 
 def _down_script(row: AppliedRow, migration: Migration | None) -> Script | None:

@@ -107,31 +107,72 @@ class Reporter:
             self.progress(f"warning: cannot write termination log {target}: {error.strerror}")
 
     def _summary(self, report: dict[str, Any]) -> str:
-        """A ≤ 4 KiB digest for the kubelet to copy into the pod status."""
-        keys = ("command", "run_id", "outcome", "exit_code", "current_version", "pending")
-        summary = {k: report[k] for k in keys if k in report}
-        for optional in ("applied", "rolled_back", "error"):
-            if optional in report:
-                summary[optional] = report[optional]
+        """A ≤ 4 KiB digest for the kubelet to copy into the pod status: what the operator
+        needs to decide its next step, never the whole report."""
+        summary = digest(report)
         text = self._dumps(summary)
         while len(text.encode()) > TERMINATION_LIMIT and _shrink(summary):
             text = self._dumps(summary)
         return text
 
 
+_SCALARS = (
+    "command", "run_id", "outcome", "exit_code", "current_version", "latest_version",
+    "pending", "missing_from_source", "dirty", "fingerprint", "plan_hash",
+)  # fmt: skip
+
+
+def digest(report: dict[str, Any]) -> dict[str, Any]:
+    summary = {k: report[k] for k in _SCALARS if k in report}
+    for key in ("applied", "rolled_back"):
+        if key in report:
+            summary[key] = [entry["version"] for entry in report[key]]
+    for phase in ("preflight", "postflight"):
+        checks = report.get(phase, {}).get("checks", [])
+        problems = [c for c in checks if c["status"] != "pass"]
+        if problems:
+            summary[f"{phase}_problems"] = [
+                {"name": c["name"], "status": c["status"], "summary": str(c["summary"])[:300]}
+                for c in problems
+            ]
+    if "backup" in report:
+        backup = report["backup"]
+        summary["backup"] = {
+            k: backup.get(k) for k in ("path", "size_bytes", "sha256", "created_at")
+        }
+    if "plan" in report:
+        summary["plan"] = report["plan"]
+    if "error" in report:
+        error = report["error"]
+        details = error.get("details") or {}
+        summary["error"] = {
+            "message": str(error.get("message", ""))[:800],
+            **{k: details[k] for k in ("sqlstate", "file", "line", "version") if k in details},
+        }
+    return summary
+
+
+# Lists that can lose their tail, least valuable first.
+_SHRINKABLE = (
+    ("plan", "migrations"), ("pending",), ("applied",), ("rolled_back",),
+    ("missing_from_source",), ("preflight_problems",), ("postflight_problems",),
+)  # fmt: skip
+
+
 def _shrink(summary: dict[str, Any]) -> bool:
     """Drop detail in order of least value; False when nothing is left to drop."""
-    for key in ("applied", "rolled_back", "pending"):
-        value = summary.get(key)
+    for path in _SHRINKABLE:
+        holder: Any = summary
+        for key in path[:-1]:
+            holder = holder.get(key) if isinstance(holder, dict) else None
+        value = holder.get(path[-1]) if isinstance(holder, dict) else None
         if isinstance(value, list) and value:
-            summary[key] = value[: len(value) // 2]
+            holder[path[-1]] = value[: len(value) // 2]
+            summary["truncated"] = True
             return True
     error = summary.get("error")
     if isinstance(error, dict) and len(str(error.get("message", ""))) > 200:
         error["message"] = str(error["message"])[:200] + "…"
-        return True
-    if "error" in summary and isinstance(error, dict) and "details" in error:
-        del error["details"]
         return True
     return False
 

@@ -42,7 +42,9 @@ def preflight(args: Args, settings: Settings, report: Reporter, body: Body) -> N
     with connect(settings, "preflight") as conn:
         ledger = Ledger(conn, settings.ledger_schema)
         state = LedgerState(ledger.applied(), source)
-        pending = state.to_apply(args.to)
+        # Unlike apply, a target below the current version is no error here: the operator's
+        # preflight Job also reports what a rollback would start from.
+        pending = [m for m in state.pending if args.to is None or m.version <= args.to]
         preflight_phase(ledger, state, pending, settings, options, report, body)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -114,3 +115,17 @@ def test_python_dash_m_and_console_script_are_the_same_program() -> None:
     script = Path(sys.executable).with_name("migrate-safe")
     console = subprocess.run([str(script), "--version"], capture_output=True, text=True)
     assert module.stdout == console.stdout and module.stdout.startswith("migrate-safe ")
+
+
+def test_wait_blocks_until_the_ledger_reaches_the_version(cli: Cli, db: Database) -> None:
+    cli.write(1, "t", "CREATE TABLE t (id int);", "DROP TABLE t;")
+    cli.write(2, "u", "CREATE TABLE u (id int);", "DROP TABLE u;")
+    early = cli("wait", "--version", "2", "--timeout", "1s", "--interval", "200ms")
+    assert early.returncode == 2
+    assert "did not reach version 2 within 1s" in early.stderr
+    waiting = cli.start("wait", "--version", "2", "--timeout", "60s", "--interval", "200ms")
+    assert cli("apply", "--no-backup", "--to", "1").returncode == 0
+    time.sleep(0.5)
+    assert waiting.poll() is None  # version 1 is not enough
+    assert cli("apply", "--no-backup").returncode == 0
+    assert waiting.wait(30) == 0
