@@ -108,10 +108,28 @@ class Shadower:
             target.touch()
 
 
+def _hides_host_paths(target: Path, host_paths: list[Path]) -> bool:
+    return any(path == target or target in path.parents for path in host_paths)
+
+
+def mount_order(mounts: list[dict[str, Any]], scratch: Path) -> list[dict[str, Any]]:
+    """Parents before children, so a volume mounted inside another volume's path stays
+    visible; but a volume mounted over a directory that holds the host side of other mounts
+    (an emptyDir on /tmp while the kubelet's state lives in /tmp) goes last, or it would hide
+    their sources."""
+    host_paths = [scratch, *(Path(m["source"]) for m in mounts)]
+    return sorted(
+        mounts,
+        key=lambda m: (
+            _hides_host_paths(Path(m["target"]), host_paths),
+            len(Path(m["target"]).parts),
+        ),
+    )
+
+
 def apply_mounts(spec: dict[str, Any]) -> None:
     shadower = Shadower(Path(spec["scratch"]))
-    # Parents before children, so a volume mounted inside another volume's path stays visible.
-    for m in sorted(spec["mounts"], key=lambda m: len(Path(m["target"]).parts)):
+    for m in mount_order(spec["mounts"], Path(spec["scratch"])):
         source, target = m["source"], Path(m["target"])
         shadower.ensure(target, Path(source).is_dir())
         bind(source, str(target), bool(m.get("readonly")))

@@ -52,7 +52,10 @@ HANDLERS: dict[str, Handler] = {
     "fingerprint": safety.fingerprint_command,
     "verify": safety.verify,
     "lint": safety.lint,
+    "wait": commands.wait,
 }
+# Not a harness command: no database, no report. Imports kopf only when asked for.
+OPERATOR = "operator"
 # A database error that escapes a command counts as that command's failure.
 FAILURE_CODE = {
     "rollback": ExitCode.ROLLBACK_FAILED,
@@ -226,6 +229,7 @@ def _pipeline_flags(parser: argparse.ArgumentParser) -> None:
     add("--force", action="store_true", help="apply even when preflight fails (the report says so)")
     add("--no-backup", action="store_true", help="skip the backup before applying")
     add("--expected-fingerprint", help="postflight fails unless the schema has this fingerprint")
+    add("--expect-plan-hash", help="apply only if the plan still has this hash (an approval)")
     _preflight_flags(parser)
     _backup_flags(parser)
     _policy_flags(parser)
@@ -301,6 +305,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="the files may be run by another tool: require SET lock_timeout",
     )
 
+    wait = sub.add_parser("wait", help="block until the ledger reaches a version (init containers)")
+    wait.add_argument("--version", type=int, dest="wait_version", required=True)
+    wait.add_argument("--timeout", type=_duration("--timeout"), default=300.0,
+                      help="give up after this long (default 5m; exit 2)")  # fmt: skip
+    wait.add_argument("--interval", type=_duration("--interval"), default=2.0,
+                      help="how often to look (default 2s)")  # fmt: skip
+
     sub.add_parser("status", help="current version, pending, dirty, drift")
     plan = sub.add_parser("plan", help="what apply or rollback would run; writes nothing")
     plan.add_argument("--to", type=int, help="target version (below current: a rollback plan)")
@@ -319,11 +330,23 @@ def build_parser() -> argparse.ArgumentParser:
     force = sub.add_parser("force", help="declare the schema to be at version N (clears dirty)")
     force.add_argument("--version", type=int, dest="force_version", required=True)
     sub.add_parser("repair", help="drop dirty rows and realign checksums with the source")
+    operator = sub.add_parser(OPERATOR, help="run the Kubernetes operator (kopf)")
+    operator.add_argument("--namespace", action="append", help="watch this namespace (repeatable)")
+    operator.add_argument("--all-namespaces", action="store_true",
+                          help="watch every namespace (default without --namespace)")  # fmt: skip
+    operator.add_argument("--metrics-port", type=int, default=9090, help="0 disables /metrics")
+    operator.add_argument("--liveness-port", type=int, default=8080, help="0 disables /healthz")
+    operator.add_argument("--standalone", action="store_true", help="no peering with others")
+    operator.add_argument("--peering", help="peering object name (HA with --priority)")
+    operator.add_argument("--priority", type=int, default=0, help="peering priority")
+    operator.add_argument("--verbose", action="store_true", help="debug logging")
+
     demo = sub.add_parser("demo", help="rehearse, run, roll back the examples on a throwaway PG")
     demo.add_argument("--keep", action="store_true", help="leave the throwaway cluster running")
 
-    for command in sub.choices.values():
-        _common(command)
+    for command_name, command in sub.choices.items():
+        if command_name != OPERATOR:
+            _common(command)
     return parser
 
 
@@ -376,6 +399,10 @@ def main(argv: list[str] | None = None) -> int:
     redact = Redactor()
     try:
         args = build_parser().parse_args(translate_seed_flags(list(argv or sys.argv[1:])))
+        if args.command == OPERATOR:
+            from migrate_safe.k8s.main import run as run_operator  # the operator layer
+
+            return run_operator(args)
         settings = settings_from(args)
         command = "rehearse" if getattr(args, "dry_run", False) else args.command
         report = Reporter(

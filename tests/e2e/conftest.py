@@ -3,17 +3,25 @@
 
 from __future__ import annotations
 
+import os
 import re
+import shlex
+import subprocess
+import sys
+import urllib.request
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 import devcluster
 from devcluster.testing import Api, Pods, wait_for
+from migrate_safe.localpg import free_port
 
 
 @pytest.fixture(scope="session")
@@ -90,3 +98,86 @@ def _has_service_account(core: Api, namespace: str) -> bool:
             return False
         raise
     return True
+
+
+# --- the operator and its CRD ------------------------------------------------------------------
+
+CRD_FILE = Path(__file__).resolve().parents[2] / "crds" / "databasemigration.yaml"
+
+
+@pytest.fixture(scope="session")
+def crd(extensions: Api) -> str:
+    """The DatabaseMigration CRD, installed once per session and Established."""
+    body = yaml.safe_load(CRD_FILE.read_text())
+    try:
+        extensions.create_custom_resource_definition(body)
+    except ApiException as exc:
+        if exc.status != 409:
+            raise
+    name = body["metadata"]["name"]
+
+    def established() -> bool:
+        conditions = extensions.read_custom_resource_definition(name).status.conditions or []
+        return any(c.type == "Established" and c.status == "True" for c in conditions)
+
+    wait_for("the CRD to be established", established, timeout=30)
+    return str(name)
+
+
+@dataclass
+class OperatorProcess:
+    """`migrate-safe operator` as its own process, watching one namespace."""
+
+    namespace: str
+    kubeconfig: Path
+    log_path: Path
+    metrics_port: int
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        env = {
+            **os.environ,
+            "KUBECONFIG": str(self.kubeconfig),
+            # Job pods are local processes here: run the harness from this interpreter.
+            "MIGRATE_SAFE_JOB_COMMAND": shlex.join([sys.executable, "-m", "migrate_safe"]),
+        }
+        command = [
+            sys.executable, "-m", "migrate_safe", "operator", "--namespace", self.namespace,
+            "--standalone", "--metrics-port", str(self.metrics_port), "--liveness-port", "0",
+        ]  # fmt: skip
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(command, env=env, stdout=log, stderr=log)
+
+    def kill(self) -> None:
+        """kill -9: no cleanup, as a crashed pod or a deleted node would leave it."""
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics") as page:
+            return str(page.read().decode())
+
+
+@pytest.fixture
+def operator(
+    crd: str, devcluster_root: Path, namespace: str, tmp_path: Path
+) -> Iterator[OperatorProcess]:
+    process = OperatorProcess(
+        namespace, devcluster.Cluster(devcluster_root).kubeconfig, tmp_path / "operator.log",
+        free_port(),
+    )  # fmt: skip
+    process.start()
+    try:
+        yield process
+    finally:
+        process.stop()

@@ -1,0 +1,362 @@
+"""kopf registrations, in one place so the whole event surface reads at a glance. Handlers
+are thin: they gather what the operator observes, call the pure state machine, and carry out
+its decision (create a Job, patch status, post events, update metrics). Handlers are sync:
+the `kubernetes` client is synchronous and kopf runs sync handlers in its thread pool.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shlex
+import time
+from collections.abc import Mapping
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any, cast
+
+import kopf
+import kubernetes
+from kubernetes.client.exceptions import ApiException
+
+from migrate_safe.k8s import conditions as c
+from migrate_safe.k8s import jobs, metrics
+from migrate_safe.k8s.reconcile import RUNNING, Decision, JobView, World, decide
+
+GROUP, VERSION, PLURAL = jobs.GROUP, "v1alpha1", "databasemigrations"
+KIND = "DatabaseMigration"
+# A finished Job whose pod's termination message has not reached us yet: wait this long for
+# it before taking the Job's word alone (the two arrive through different watches).
+RESULT_GRACE_SECONDS = 30.0
+
+log = logging.getLogger("migrate_safe.operator")
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    """Own every name kopf writes (changing them later would re-run handlers)."""
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-spec"
+    )
+    settings.persistence.finalizer = f"{GROUP}/finalizer"
+    settings.posting.level = logging.WARNING  # our own Events tell the story, not log lines
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.watching.connect_timeout = 5
+    settings.execution.max_workers = 16
+    try:
+        kubernetes.config.load_incluster_config()  # type: ignore[no-untyped-call]
+    except kubernetes.config.ConfigException:
+        kubernetes.config.load_kube_config()  # type: ignore[no-untyped-call]
+    memo["job_settings"] = jobs.JobSettings(
+        image=os.environ.get("MIGRATE_SAFE_JOB_IMAGE", jobs.JobSettings.image),
+        command=tuple(shlex.split(os.environ.get("MIGRATE_SAFE_JOB_COMMAND", "migrate-safe"))),
+    )
+
+
+@kopf.index("batch", "v1", "jobs", labels=jobs.MANAGED_LABELS)
+def job_index(
+    name: str, namespace: str | None, labels: Mapping[str, str], status: kopf.Status, **_: Any
+) -> dict[tuple[str | None, str], dict[str, Any]]:
+    """The operator's Jobs by owning resource, kept from the watch: no list calls."""
+    return {
+        (namespace, labels.get(jobs.LABEL_RESOURCE, "")): {
+            "name": name,
+            "phase": labels.get(jobs.LABEL_PHASE, ""),
+            "generation": int(labels.get(jobs.LABEL_GENERATION, "0")),
+            "attempt": int(labels.get(jobs.LABEL_ATTEMPT, "1")),
+            "status": _plain(status),
+        }
+    }
+
+
+@kopf.index("", "v1", "pods", labels=jobs.MANAGED_LABELS)
+def pod_index(
+    namespace: str | None, labels: Mapping[str, str], status: kopf.Status, **_: Any
+) -> dict[tuple[str | None, str], dict[str, Any]]:
+    """Each Job pod's termination message (the harness's result) or why it cannot start."""
+    job = labels.get("batch.kubernetes.io/job-name") or labels.get("job-name") or ""
+    return {(namespace, job): _pod_outcome(_plain(status))}
+
+
+@kopf.on.create(GROUP, VERSION, PLURAL)
+@kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
+@kopf.on.resume(GROUP, VERSION, PLURAL)
+@kopf.timer(GROUP, VERSION, PLURAL, interval=2.0)
+def reconcile_resource(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **kwargs: Any) -> None:
+    """Level-triggered: every change and every tick computes the whole state again."""
+    namespace, name = str(body.metadata.namespace), str(body.metadata.name)
+    world = World(
+        name=name,
+        namespace=namespace,
+        generation=int(body.metadata.get("generation", 1)),
+        spec=_plain(body.spec),
+        status=_plain(body.status),
+        jobs=_job_views(namespace, name, kwargs["job_index"], kwargs["pod_index"]),
+        now=datetime.now(UTC),
+    )
+    decision = decide(world)
+    try:
+        if decision.launch is not None:
+            missing = _missing_configmaps(namespace, world.spec)
+            if missing:
+                decision = decide(replace(world, missing_sources=tuple(missing)))
+            else:
+                _create_job(body, world, decision, memo["job_settings"])
+    except ApiException as error:
+        metrics.RECONCILE_ERRORS.labels(namespace, name).inc()
+        message = f"Kubernetes API: {error.status} {error.reason}"
+        raise kopf.TemporaryError(message, delay=5) from error
+    _write_status(patch, world.status, decision.status)
+    for event in decision.events:
+        kopf.event(body, type=event.kind, reason=event.reason, message=event.message)
+    _observe(namespace, name, world, decision)
+
+
+@kopf.on.delete(GROUP, VERSION, PLURAL, optional=True)
+def forget_metrics(body: kopf.Body, **_: Any) -> None:
+    """Deleted resources leave no stale series behind (Jobs go by garbage collection)."""
+    labels = (str(body.metadata.namespace), str(body.metadata.name))
+    for metric in metrics.ALL:
+        for sample_labels in _label_sets(metric, labels):
+            metric.remove(*sample_labels)
+
+
+# --- what the handler observes ------------------------------------------------------------------
+
+
+def _plain(value: Any) -> Any:
+    """kopf's views → plain dicts and lists (the state machine deep-copies them)."""
+    return json.loads(json.dumps(value, default=dict)) if value is not None else {}
+
+
+def _pod_outcome(status: dict[str, Any]) -> dict[str, Any]:
+    containers = [*status.get("initContainerStatuses", []), *status.get("containerStatuses", [])]
+    outcome: dict[str, Any] = {"terminated": False, "message": None, "waiting": None}
+    for container in containers:
+        state = container.get("state") or {}
+        waiting = state.get("waiting") or {}
+        if waiting.get("reason") in (
+            "CreateContainerConfigError",
+            "ErrImagePull",
+            "ImagePullBackOff",
+        ):
+            outcome["waiting"] = waiting.get("message") or waiting.get("reason")
+        terminated = state.get("terminated")
+        if terminated:
+            outcome["terminated"] = True
+            if terminated.get("message"):
+                outcome["message"] = terminated["message"]
+    return outcome
+
+
+def _job_views(
+    namespace: str, name: str, job_index: kopf.Index[Any, Any], pod_index: kopf.Index[Any, Any]
+) -> dict[str, JobView]:
+    views = {}
+    for entry in job_index.get((namespace, name), []):
+        pods = list(pod_index.get((namespace, entry["name"]), []))
+        views[entry["name"]] = _job_view(entry, pods)
+    return views
+
+
+def _job_view(entry: dict[str, Any], pods: list[dict[str, Any]]) -> JobView:
+    status = entry["status"] or {}
+    true = {
+        cond["type"]: cond
+        for cond in status.get("conditions") or []
+        if cond.get("status") == "True"
+    }
+    state = "succeeded" if "Complete" in true else "failed" if "Failed" in true else "running"
+    finished_at = status.get("completionTime") or (true.get("Failed") or {}).get(
+        "lastTransitionTime"
+    )
+    result = _result(pods)
+    if state != "running" and result is None and not _older_than(finished_at, RESULT_GRACE_SECONDS):
+        state = "running"  # the pod's result is on its way through the other watch
+    waiting = next((p["waiting"] for p in pods if p.get("waiting")), None)
+    return JobView(
+        name=entry["name"],
+        phase=entry["phase"],
+        generation=entry["generation"],
+        attempt=entry["attempt"],
+        state=state,
+        result=result,
+        message=(true.get("Failed") or {}).get("message", "") or "",
+        waiting=waiting if state == "running" else None,
+        started_at=status.get("startTime"),
+        finished_at=finished_at,
+    )
+
+
+def _result(pods: list[dict[str, Any]]) -> dict[str, Any] | None:
+    for pod in pods:
+        try:
+            parsed = json.loads(pod.get("message") or "")
+        except ValueError:
+            continue
+        if isinstance(parsed, dict):
+            return parsed
+    return None
+
+
+def _older_than(timestamp: str | None, seconds: float) -> bool:
+    if not timestamp:
+        return False
+    return (datetime.now(UTC) - _moment(timestamp)).total_seconds() > seconds
+
+
+def _missing_configmaps(namespace: str, spec: dict[str, Any]) -> list[str]:
+    names = [cm["name"] for cm in spec.get("source", {}).get("configMaps", [])]
+    api = kubernetes.client.CoreV1Api()
+    missing = []
+    for name in names:
+        try:
+            api.read_namespaced_config_map(name, namespace)
+        except ApiException as error:
+            if error.status != 404:
+                raise
+            missing.append(name)
+    return missing
+
+
+# --- carrying out the decision --------------------------------------------------------------------
+
+
+def _create_job(
+    body: kopf.Body, world: World, decision: Decision, settings: jobs.JobSettings
+) -> None:
+    """Create the phase's Job (and the inline source's ConfigMap); AlreadyExists means a
+    previous pass or a previous operator already did: the deterministic name adopts it."""
+    launch = decision.launch
+    assert launch is not None
+    if "inline" in world.spec.get("source", {}):
+        configmap = jobs.inline_configmap(world.name, world.namespace, world.generation, world.spec)
+        kopf.append_owner_reference(configmap, owner=body)
+        _create(
+            lambda: kubernetes.client.CoreV1Api().create_namespaced_config_map(
+                world.namespace, cast(Any, configmap)
+            )
+        )
+    job = jobs.build_job(
+        name=world.name,
+        namespace=world.namespace,
+        generation=world.generation,
+        launch=launch,
+        spec=world.spec,
+        settings=settings,
+    )
+    kopf.append_owner_reference(job, owner=body)
+    _create(
+        lambda: kubernetes.client.BatchV1Api().create_namespaced_job(
+            world.namespace, cast(Any, job)
+        )
+    )
+    if launch.phase == "rollback":
+        metrics.ROLLBACKS.labels(world.namespace, world.name).inc()
+    log.info("%s/%s: created %s Job %s", world.namespace, world.name, launch.phase, launch.job_name)
+
+
+def _create(call: Any) -> None:
+    try:
+        call()
+    except ApiException as error:
+        if error.status != 409:
+            raise
+
+
+def _write_status(patch: kopf.Patch, before: dict[str, Any], after: dict[str, Any]) -> None:
+    """Only what changed, as a JSON merge patch of /status."""
+    for key, value in merge_patch(before, after).items():
+        patch.status[key] = value
+
+
+def merge_patch(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """The RFC 7386 merge patch from `before` to `after`: a key that disappears becomes None
+    (a merge of `{}` would leave nested keys behind), lists are replaced whole."""
+    patch: dict[str, Any] = {}
+    for key in before.keys() | after.keys():
+        old, new = before.get(key), after.get(key)
+        if key not in after:
+            patch[key] = None
+        elif isinstance(old, dict) and isinstance(new, dict):
+            nested = merge_patch(old, new)
+            if nested:
+                patch[key] = nested
+        elif old != new:
+            patch[key] = new
+    return patch
+
+
+def _initialise_counters(namespace: str, name: str) -> None:
+    """Create every counter series at 0, so `increase()` sees a resource's first run too."""
+    for phase in RUNNING:
+        for outcome in ("succeeded", "failed"):
+            metrics.RUNS.labels(namespace, name, phase, outcome)
+    for counter in (
+        metrics.MIGRATIONS_APPLIED,
+        metrics.MIGRATIONS_ROLLED_BACK,
+        metrics.ROLLBACKS,
+        metrics.RECONCILE_ERRORS,
+    ):
+        counter.labels(namespace, name)
+
+
+def _observe(namespace: str, name: str, world: World, decision: Decision) -> None:
+    _initialise_counters(namespace, name)
+    status = decision.status
+    for job in decision.finished:
+        result = job.result or {}
+        metrics.RUNS.labels(namespace, name, job.phase, job.state).inc()
+        duration = _duration(job)
+        if duration is not None:
+            metrics.PHASE_DURATION.labels(namespace, name, job.phase).observe(duration)
+        if job.phase == "apply":
+            metrics.MIGRATIONS_APPLIED.labels(namespace, name).inc(len(result.get("applied", [])))
+        if job.phase == "rollback":
+            metrics.MIGRATIONS_ROLLED_BACK.labels(namespace, name).inc(
+                len(result.get("rolled_back", []))
+            )
+        if job.phase == "backup" and job.state == "succeeded":
+            metrics.BACKUP_SIZE.labels(namespace, name).set(
+                (result.get("backup") or {}).get("size_bytes") or 0
+            )
+            metrics.LAST_BACKUP.labels(namespace, name).set(time.time())
+        if job.state == "failed":
+            metrics.LAST_FAILURE.labels(namespace, name).set(time.time())
+    conditions = status.get("conditions", [])
+    ready = c.is_true(conditions, c.READY)
+    if ready and not c.is_true(world.status.get("conditions", []), c.READY):
+        metrics.LAST_SUCCESS.labels(namespace, name).set(time.time())
+    metrics.READY.labels(namespace, name).set(1 if ready else 0)
+    metrics.PENDING.labels(namespace, name).set(len(status.get("pending") or []))
+    metrics.CURRENT_VERSION.labels(namespace, name).set(status.get("currentVersion") or 0)
+    busy = c.is_true(conditions, c.RECONCILING)
+    since = metrics.IN_PROGRESS_SINCE.labels(namespace, name)
+    if not busy:
+        since.set(0)
+    elif since._value.get() == 0:
+        since.set(time.time())
+
+
+def _duration(job: JobView) -> float | None:
+    if not job.started_at or not job.finished_at:
+        return None
+    return (_moment(job.finished_at) - _moment(job.started_at)).total_seconds()
+
+
+def _moment(timestamp: str) -> datetime:
+    return datetime.strptime(timestamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+
+
+def _label_sets(metric: Any, resource: tuple[str, str]) -> list[tuple[str, ...]]:
+    """Every label combination of `metric` that belongs to the resource."""
+    found = []
+    for family in metric.collect():
+        for sample in family.samples:
+            if (sample.labels.get("namespace"), sample.labels.get("name")) == resource:
+                names = metric._labelnames
+                found.append(tuple(sample.labels[n] for n in names))
+    return sorted(set(found))

@@ -1,0 +1,279 @@
+"""Job manifests, one builder for every phase: pure functions of the spec, tested without a
+cluster. Every Job runs the harness CLI; the DSN reaches it only through a secretKeyRef."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from migrate_safe.k8s.reconcile import Launch
+
+GROUP = "migrate-safe.dev"
+MANAGED_BY = "migrate-safe-operator"
+LABEL_RESOURCE = f"{GROUP}/databasemigration"
+LABEL_GENERATION = f"{GROUP}/generation"
+LABEL_PHASE = f"{GROUP}/phase"
+LABEL_ATTEMPT = f"{GROUP}/attempt"
+MANAGED_LABELS = {"app.kubernetes.io/managed-by": MANAGED_BY}
+
+MIGRATIONS_DIR = "/migrations"
+LOG_DIR = "/var/log/migrate-safe"
+BACKUP_ROOT = "/backups"
+TERMINATION_LOG = "/dev/termination-log"
+# How long a phase may run before the Job controller stops it, unless the template says.
+DEFAULT_DEADLINE = {
+    "preflight": 600,
+    "plan": 3600,
+    "backup": 6 * 3600,
+    "apply": 24 * 3600,
+    "postflight": 3600,
+    "rollback": 24 * 3600,
+    "restore": 24 * 3600,
+}
+DEFAULT_TTL = 7 * 24 * 3600  # finished Jobs stay for inspection for a week
+USES_BACKUP_VOLUME = {"backup", "restore"}
+
+
+@dataclass(frozen=True)
+class JobSettings:
+    """Operator-wide: what Job pods run when the spec does not say."""
+
+    image: str = "migrate-safe:latest"
+    command: tuple[str, ...] = ("migrate-safe",)
+
+
+def labels(name: str, generation: int, phase: str, attempt: int) -> dict[str, str]:
+    return {
+        **MANAGED_LABELS,
+        "app.kubernetes.io/name": "migrate-safe",
+        "app.kubernetes.io/instance": name,
+        "app.kubernetes.io/component": phase,
+        LABEL_RESOURCE: name,
+        LABEL_GENERATION: str(generation),
+        LABEL_PHASE: phase,
+        LABEL_ATTEMPT: str(attempt),
+    }
+
+
+def inline_configmap_name(name: str, generation: int) -> str:
+    return f"{name[:40]}-inline-g{generation}"
+
+
+def inline_configmap(
+    name: str, namespace: str, generation: int, spec: dict[str, Any]
+) -> dict[str, Any]:
+    """spec.source.inline as a ConfigMap the Job mounts (owned by the resource)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": inline_configmap_name(name, generation),
+            "namespace": namespace,
+            "labels": {**MANAGED_LABELS, LABEL_RESOURCE: name},
+        },
+        "data": dict(spec["source"]["inline"]),
+    }
+
+
+def phase_args(phase: str, spec: dict[str, Any], options: dict[str, Any], name: str) -> list[str]:
+    """The harness command line of a phase."""
+    common = [
+        "--migrations-dir",
+        MIGRATIONS_DIR,
+        "--log-dir",
+        LOG_DIR,
+        "--ledger-schema",
+        spec["database"].get("ledgerSchema", "migrate_safe"),
+        "--termination-log",
+        TERMINATION_LOG,
+    ]
+    target = spec.get("targetVersion")
+    to = ["--to", str(target)] if target is not None else []
+    backup_dir = f"{BACKUP_ROOT}/{name}"
+    if phase == "preflight":
+        preflight = spec.get("preflight") or {}
+        args = [
+            "preflight",
+            "--long-transaction-seconds",
+            str(preflight.get("longTransactionSeconds", 30)),
+        ]
+        args += [flag for check in preflight.get("failOn", []) for flag in ("--fail-on", check)]
+        args += [flag for check in preflight.get("warnOn", []) for flag in ("--warn-on", check)]
+        return [*args, *to, *common]
+    if phase == "plan":
+        return ["apply", "--dry-run", *to, *common]
+    if phase == "backup":
+        backup = spec.get("backup") or {}
+        return [
+            "backup",
+            "--backup-dir",
+            backup_dir,
+            "--format",
+            backup.get("format", "custom"),
+            "--retention",
+            str(backup.get("retention", 5)),
+            *common,
+        ]
+    if phase == "apply":
+        expect = (
+            ["--expect-plan-hash", options["expect_plan_hash"]]
+            if "expect_plan_hash" in options
+            else []
+        )
+        return ["apply", "--skip-preflight", "--no-backup", *to, *expect, *_policy(spec), *common]
+    if phase == "postflight":
+        wanted = options.get("to", target)
+        expected = (spec.get("postflight") or {}).get("expectedFingerprint")
+        args = ["postflight", *(["--to", str(wanted)] if wanted is not None else [])]
+        return [*args, *(["--expected-fingerprint", expected] if expected else []), *common]
+    if phase == "rollback":
+        return ["rollback", "--to", str(options["to"]), *_policy(spec), *common]
+    if phase == "restore":
+        return ["restore", "--backup", "latest", "--yes", "--backup-dir", backup_dir, *common]
+    raise ValueError(f"unknown phase {phase}")
+
+
+def _policy(spec: dict[str, Any]) -> list[str]:
+    apply = spec.get("apply") or {}
+    return [
+        "--lock-timeout",
+        apply.get("lockTimeout", "500ms"),
+        "--lock-timeout-max",
+        apply.get("lockTimeoutMax", "10s"),
+        "--statement-timeout",
+        apply.get("statementTimeout", "1h"),
+        "--lock-retries",
+        str(apply.get("lockRetries", 10)),
+    ]
+
+
+def _template(spec: dict[str, Any], phase: str) -> dict[str, Any]:
+    """The shared jobTemplate with phases.<phase> on top."""
+    shared = dict(spec.get("jobTemplate") or {})
+    shared.update((spec.get("phases") or {}).get(phase) or {})
+    return shared
+
+
+def _migrations_volume(name: str, generation: int, spec: dict[str, Any]) -> dict[str, Any]:
+    source = spec["source"]
+    if "configMaps" in source:
+        projected = [{"configMap": {"name": cm["name"]}} for cm in source["configMaps"]]
+        return {"name": "migrations", "projected": {"sources": projected}}
+    if "inline" in source:
+        return {
+            "name": "migrations",
+            "configMap": {"name": inline_configmap_name(name, generation)},
+        }
+    return {"name": "migrations", "emptyDir": {}}
+
+
+def _image_copy(spec: dict[str, Any], security: dict[str, Any]) -> list[dict[str, Any]]:
+    """For an image source: an init container copies the files out of the app's image."""
+    image = spec["source"].get("image")
+    if not image:
+        return []
+    container = {
+        "name": "copy-migrations",
+        "image": image["name"],
+        "command": [
+            "cp",
+            "-R",
+            f"{image.get('path', '/migrations').rstrip('/')}/.",
+            MIGRATIONS_DIR,
+        ],
+        "volumeMounts": [{"name": "migrations", "mountPath": MIGRATIONS_DIR}],
+        "securityContext": security,
+    }
+    if image.get("pullPolicy"):
+        container["imagePullPolicy"] = image["pullPolicy"]
+    return [container]
+
+
+RESTRICTED = {
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "capabilities": {"drop": ["ALL"]},
+    "runAsNonRoot": True,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+
+
+def build_job(
+    *,
+    name: str,
+    namespace: str,
+    generation: int,
+    launch: Launch,
+    spec: dict[str, Any],
+    settings: JobSettings,
+) -> dict[str, Any]:
+    """The Job of one phase; the caller adds the owner reference."""
+    template = _template(spec, launch.phase)
+    job_labels = labels(name, generation, launch.phase, launch.attempt)
+    secret = spec["database"]["secretRef"]
+    mounts = [
+        {"name": "migrations", "mountPath": MIGRATIONS_DIR, "readOnly": True},
+        {"name": "logs", "mountPath": LOG_DIR},
+        {"name": "tmp", "mountPath": "/tmp"},
+    ]
+    volumes = [
+        _migrations_volume(name, generation, spec),
+        {"name": "logs", "emptyDir": {}},
+        {"name": "tmp", "emptyDir": {}},
+    ]
+    if launch.phase in USES_BACKUP_VOLUME:
+        claim = (spec.get("backup") or {}).get("persistentVolumeClaim", "")
+        volumes.append({"name": "backups", "persistentVolumeClaim": {"claimName": claim}})
+        mounts.append({"name": "backups", "mountPath": BACKUP_ROOT})
+    container: dict[str, Any] = {
+        "name": "migrate-safe",
+        "image": template.get("image", settings.image),
+        "command": [*settings.command, *phase_args(launch.phase, spec, launch.options, name)],
+        "env": [
+            {
+                "name": "DATABASE_URL",
+                "valueFrom": {
+                    "secretKeyRef": {
+                        "name": secret["name"],
+                        "key": secret.get("key", "DATABASE_URL"),
+                    }
+                },
+            },
+            {"name": "HOME", "value": "/tmp"},
+        ],
+        "volumeMounts": mounts,
+        "securityContext": RESTRICTED,
+        "terminationMessagePath": TERMINATION_LOG,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    for key in ("imagePullPolicy", "resources"):
+        if key in template:
+            container[key] = template[key]
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "fsGroup": 10001,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "initContainers": _image_copy(spec, RESTRICTED),
+        "containers": [container],
+        "volumes": volumes,
+    }
+    for key in ("serviceAccountName", "nodeSelector", "tolerations"):
+        if key in template:
+            pod_spec[key] = template[key]
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": launch.job_name, "namespace": namespace, "labels": job_labels},
+        "spec": {
+            "backoffLimit": 0,  # never let the Job controller re-run DDL: retries are ours
+            "activeDeadlineSeconds": template.get(
+                "activeDeadlineSeconds", DEFAULT_DEADLINE[launch.phase]
+            ),
+            "ttlSecondsAfterFinished": template.get("ttlSecondsAfterFinished", DEFAULT_TTL),
+            "template": {"metadata": {"labels": job_labels}, "spec": pod_spec},
+        },
+    }
