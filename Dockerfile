@@ -1,0 +1,56 @@
+# syntax=docker/dockerfile:1
+# One image for the operator and for every phase Job it starts (preflight, backup, apply,
+# postflight, rollback, restore): the migrate-safe CLI with its operator extra, plus the
+# PostgreSQL client tools the harness runs (pg_dump, pg_restore, psql).
+#
+#   docker build -t migrate-safe:0.1.0 .
+#
+# Python: the base image's minor version is the lowest that pyproject.toml's requires-python
+# allows (tests/unit/packaging/test_dockerfile.py keeps them in step). For reproducible
+# production builds, pin the base images by digest as well (python:3.11.14-slim-trixie@sha256:…).
+
+ARG PYTHON_IMAGE=python:3.11.14-slim-trixie
+
+# ---- builder: a wheel of this checkout, installed with its dependencies into a venv ----------
+FROM ${PYTHON_IMAGE} AS builder
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PYTHONDONTWRITEBYTECODE=1
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY operator/ operator/
+# psycopg[binary] and pglast ship manylinux wheels: no compiler is needed here either.
+RUN python -m venv /opt/migrate-safe \
+ && /opt/migrate-safe/bin/pip install --upgrade pip \
+ && /opt/migrate-safe/bin/pip wheel --no-deps --wheel-dir /wheels . \
+ && /opt/migrate-safe/bin/pip install "$(ls /wheels/migrate_safe-*.whl)[operator]" \
+ && /opt/migrate-safe/bin/migrate-safe --version
+
+# ---- runtime ------------------------------------------------------------------------------------
+FROM ${PYTHON_IMAGE}
+# PostgreSQL client tools from Debian trixie itself (postgresql-client-17): signed by Debian,
+# patched by Debian's security updates, no third-party apt repository or key in the image.
+# pg_dump must be of a major version >= the server's; 17 dumps servers 9.2 to 17, which covers
+# every server migrate-safe supports (12+). For PostgreSQL 18 servers build with PGDG's client:
+# add apt.postgresql.org's trixie-pgdg repository and --build-arg PG_MAJOR=18.
+ARG PG_MAJOR=17
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends "postgresql-client-${PG_MAJOR}" \
+ && rm -rf /var/lib/apt/lists/* \
+ && useradd --system --uid 10001 --user-group --home-dir /tmp --no-create-home \
+      --shell /usr/sbin/nologin migrate-safe
+# Owned by root and not writable by the runtime user: the code cannot be changed at run time.
+COPY --from=builder --chown=root:root /opt/migrate-safe /opt/migrate-safe
+ENV PATH=/opt/migrate-safe/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    MIGRATE_SAFE_LOG_DIR=/tmp/migrate-safe/logs
+# The root filesystem is read-only in the chart and in the operator's Jobs: everything written
+# goes to /tmp (an emptyDir) or to the backup volume.
+WORKDIR /tmp
+# A numeric USER, so Kubernetes' runAsNonRoot can verify it without reading /etc/passwd.
+USER 10001:10001
+# No HEALTHCHECK: Kubernetes ignores Docker's HEALTHCHECK; the chart's livenessProbe calls the
+# operator's /healthz, and Job pods are judged by their exit code.
+ENTRYPOINT ["migrate-safe"]
+CMD ["--help"]

@@ -1,0 +1,88 @@
+"""Shared paths and helpers of the packaging tests (chart, image, dashboards, GitOps health)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[3]
+CHART = ROOT / "charts" / "migrate-safe"
+HEALTH = ROOT / "docs" / "argocd" / "migrate-safe.dev" / "DatabaseMigration"
+TESTDATA = HEALTH / "testdata"
+
+# A metric name as PromQL writes it; the suffixes a histogram or counter adds on the wire.
+METRIC = re.compile(r"\bmigrate_safe_[a-z0-9_]+\b")
+SUFFIXES = ("_bucket", "_count", "_sum", "_total", "_created")
+
+
+def exported_metrics() -> set[str]:
+    """Every series name the operator's /metrics can expose, from the metrics module itself."""
+    from prometheus_client import Counter, Histogram
+
+    from migrate_safe.k8s import metrics
+
+    names: set[str] = set()
+    for metric in metrics.ALL:
+        name = metric._name  # the registered name, without the _total a counter adds
+        names.add(name)
+        if isinstance(metric, Counter):
+            names.add(f"{name}_total")
+        if isinstance(metric, Histogram):
+            names.update(f"{name}{suffix}" for suffix in ("_bucket", "_count", "_sum"))
+    return names
+
+
+def unknown_metrics(expressions: list[str]) -> dict[str, set[str]]:
+    """Expression → metric names it queries that the operator does not export."""
+    exported = exported_metrics()
+    missing: dict[str, set[str]] = {}
+    for expr in expressions:
+        unknown = set(METRIC.findall(expr)) - exported
+        if unknown:
+            missing[expr] = unknown
+    return missing
+
+
+def load_yaml_documents(path: Path) -> list[dict[str, Any]]:
+    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+
+
+def _bin_dir() -> Path:
+    """helm and kubeconform from devcluster/build.sh (a cache hit once .ci/run has built them)."""
+    out = subprocess.run(
+        [str(ROOT / "devcluster" / "build.sh")], capture_output=True, text=True, check=True
+    )
+    return Path(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="session")
+def helm_bin() -> Path:
+    return _bin_dir() / "helm"
+
+
+Render = Callable[..., list[dict[str, Any]]]
+
+
+@pytest.fixture(scope="session")
+def render(helm_bin: Path) -> Iterator[Render]:
+    """`helm template` the chart with --set flags; returns the rendered objects."""
+
+    def run(*sets: str, namespace: str = "migrate-safe-system") -> list[dict[str, Any]]:
+        args = [str(helm_bin), "template", "ms", str(CHART), "--namespace", namespace]
+        for value in sets:
+            args += ["--set", value]
+        out = subprocess.run(args, capture_output=True, text=True, check=False)
+        assert out.returncode == 0, out.stderr
+        return [doc for doc in yaml.safe_load_all(out.stdout) if doc]
+
+    yield run
+
+
+def by_kind(objects: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [o for o in objects if o["kind"] == kind]
