@@ -84,7 +84,7 @@ def pod_index(
 @kopf.on.create(GROUP, VERSION, PLURAL)
 @kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
 @kopf.on.resume(GROUP, VERSION, PLURAL)
-@kopf.timer(GROUP, VERSION, PLURAL, interval=2.0)
+@kopf.timer(GROUP, VERSION, PLURAL, interval=2.0, initial_delay=2.0)
 def reconcile_resource(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **kwargs: Any) -> None:
     """Level-triggered: every change and every tick computes the whole state again."""
     namespace, name = str(body.metadata.namespace), str(body.metadata.name)
