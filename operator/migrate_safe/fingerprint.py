@@ -33,6 +33,14 @@ def _managed(catalog: str, oid: str) -> str:
     return f"{_SYSTEM} AND n.nspname <> @ledger@ AND {member}"
 
 
+def _comment(catalog: str, oid: str, subid: str = "0") -> str:
+    """A join to the object's comment: one hash join, not a lookup function per row."""
+    return (
+        f" LEFT JOIN pg_description dsc ON dsc.objoid = {oid}"
+        f" AND dsc.classoid = '{catalog}'::regclass AND dsc.objsubid = {subid}"
+    )
+
+
 def _lines(select: str) -> str:
     """One text of sorted lines; `%` doubled for psycopg, the ledger schema as a parameter."""
     aggregate = "coalesce(string_agg(line, E'\\n' ORDER BY line COLLATE \"C\"), '')"
@@ -48,9 +56,10 @@ def _one_line(expression: str) -> str:
 SECTIONS: dict[str, str] = {
     # Schemas, with their comments (a schema created by hand is drift too).
     "schemas": _lines(
-        "SELECT format('%I', n.nspname) || coalesce(' -- ' || obj_description(n.oid,"
-        " 'pg_namespace'), '') AS line FROM pg_namespace n"
-        f" WHERE {_managed('pg_namespace', 'n.oid')}"
+        "SELECT format('%I', n.nspname) || coalesce(' -- ' || dsc.description, '') AS line"
+        " FROM pg_namespace n"
+        + _comment("pg_namespace", "n.oid")
+        + f" WHERE {_managed('pg_namespace', 'n.oid')}"
     ),
     "extensions": _lines(
         "SELECT format('%I %s in %I', e.extname, e.extversion, n.nspname) AS line"
@@ -61,13 +70,12 @@ SECTIONS: dict[str, str] = {
     "relations": _lines(
         "SELECT format('%I.%I %s%s%s%s', n.nspname, c.relname, c.relkind,"
         " CASE c.relpersistence WHEN 'u' THEN ' unlogged' ELSE '' END,"
-        " coalesce(' partition by ' || pg_get_partkeydef(c.oid), ''),"
+        " CASE WHEN c.relkind = 'p' THEN ' partition by ' || pg_get_partkeydef(c.oid) ELSE '' END,"
         " CASE WHEN c.relrowsecurity THEN ' rls' ELSE '' END)"
-        " || coalesce(' -- ' || "
-        + _one_line("obj_description(c.oid, 'pg_class')")
-        + ", '') AS line"
+        " || coalesce(' -- ' || " + _one_line("dsc.description") + ", '') AS line"
         " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
-        " WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f', 'c')"
+        + _comment("pg_class", "c.oid")
+        + " WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f', 'c')"
         f" AND {_managed('pg_class', 'c.oid')}"
     ),
     # Columns in order: the position counts live columns only, so a dump/restore (which
@@ -83,36 +91,40 @@ SECTIONS: dict[str, str] = {
         " coalesce(' default ' || pg_get_expr(ad.adbin, ad.adrelid), ''),"
         " CASE WHEN a.attcollation <> 0 AND a.attcollation <> t.typcollation"
         " THEN ' collate ' || co.collname ELSE '' END)"
-        " || coalesce(' -- ' || " + _one_line("col_description(c.oid, a.attnum)") + ", '') AS line"
+        " || coalesce(' -- ' || " + _one_line("dsc.description") + ", '') AS line"
         " FROM pg_attribute a"
         " JOIN pg_class c ON c.oid = a.attrelid"
         " JOIN pg_namespace n ON n.oid = c.relnamespace"
         " JOIN pg_type t ON t.oid = a.atttypid"
         " LEFT JOIN pg_attrdef ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum"
         " LEFT JOIN pg_collation co ON co.oid = a.attcollation"
-        " WHERE a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'c')"
+        + _comment("pg_class", "c.oid", "a.attnum")
+        + " WHERE a.attnum > 0 AND NOT a.attisdropped"
+        " AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'c')"
         f" AND {_managed('pg_class', 'c.oid')}"
     ),
     # Constraints of tables and domains; pg_get_constraintdef shows NOT VALID too.
     "constraints": _lines(
         "SELECT format('%I.%I %I ', n.nspname, coalesce(c.relname, t.typname), k.conname)"
         " || " + _one_line("pg_get_constraintdef(k.oid)") + ""
-        " || coalesce(' -- ' || " + _one_line("obj_description(k.oid, 'pg_constraint')") + ", '')"
+        " || coalesce(' -- ' || " + _one_line("dsc.description") + ", '')"
         " AS line FROM pg_constraint k"
         " JOIN pg_namespace n ON n.oid = k.connamespace"
         " LEFT JOIN pg_class c ON c.oid = k.conrelid"
         " LEFT JOIN pg_type t ON t.oid = k.contypid"
-        f" WHERE {_managed('pg_constraint', 'k.oid')}"
+        + _comment("pg_constraint", "k.oid")
+        + f" WHERE {_managed('pg_constraint', 'k.oid')}"
     ),
     "indexes": _lines(
         "SELECT "
         + _one_line("pg_get_indexdef(i.indexrelid)")
         + " || CASE WHEN i.indisvalid THEN '' ELSE ' -- INVALID' END"
-        " || coalesce(' -- ' || " + _one_line("obj_description(i.indexrelid, 'pg_class')") + ", '')"
+        " || coalesce(' -- ' || " + _one_line("dsc.description") + ", '')"
         " AS line FROM pg_index i"
         " JOIN pg_class c ON c.oid = i.indexrelid"
         " JOIN pg_namespace n ON n.oid = c.relnamespace"
-        f" WHERE {_managed('pg_class', 'c.oid')}"
+        + _comment("pg_class", "c.oid")
+        + f" WHERE {_managed('pg_class', 'c.oid')}"
     ),
     "views": _lines(
         "SELECT format('%I.%I ', n.nspname, c.relname) || "
@@ -125,9 +137,10 @@ SECTIONS: dict[str, str] = {
         + _one_line("pg_get_functiondef(p.oid)")
         + " ELSE format('%I.%I(%s) %s', n.nspname, p.proname,"
         " pg_get_function_identity_arguments(p.oid), p.prokind) END"
-        " || coalesce(' -- ' || " + _one_line("obj_description(p.oid, 'pg_proc')") + ", '')"
+        " || coalesce(' -- ' || " + _one_line("dsc.description") + ", '')"
         " AS line FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace"
-        f" WHERE {_managed('pg_proc', 'p.oid')}"
+        + _comment("pg_proc", "p.oid")
+        + f" WHERE {_managed('pg_proc', 'p.oid')}"
     ),
     "triggers": _lines(
         "SELECT "
@@ -157,10 +170,11 @@ SECTIONS: dict[str, str] = {
         " WHEN 'r' THEN 'range of ' || (SELECT format_type(r.rngsubtype, NULL) FROM pg_range r"
         " WHERE r.rngtypid = t.oid)"
         " ELSE 'composite' END)"
-        " || coalesce(' -- ' || " + _one_line("obj_description(t.oid, 'pg_type')") + ", '') AS line"
+        " || coalesce(' -- ' || " + _one_line("dsc.description") + ", '') AS line"
         " FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace"
         " LEFT JOIN pg_class c ON c.oid = t.typrelid"
-        " WHERE (t.typtype IN ('e', 'd', 'r') OR (t.typtype = 'c' AND c.relkind = 'c'))"
+        + _comment("pg_type", "t.oid")
+        + " WHERE (t.typtype IN ('e', 'd', 'r') OR (t.typtype = 'c' AND c.relkind = 'c'))"
         f" AND {_managed('pg_type', 't.oid')}"
     ),
     "policies": _lines(
@@ -196,6 +210,10 @@ def fingerprint(conn: psycopg.Connection[Any], ledger_schema: str) -> Fingerprin
     texts: dict[str, str] = {}
     with conn.transaction():  # one snapshot for every section
         conn.execute("SET LOCAL search_path = ''")  # fully qualified names in every definition
+        # Large catalogs sort tens of thousands of lines: in memory, without parallel workers
+        # whose start-up costs more than they save on catalog-sized inputs.
+        conn.execute("SET LOCAL work_mem = '64MB'")
+        conn.execute("SET LOCAL max_parallel_workers_per_gather = 0")
         for name, query in SECTIONS.items():
             row = conn.execute(query, {"ledger": ledger_schema}).fetchone()
             texts[name] = str(row[0]) if row else ""
