@@ -129,10 +129,20 @@ def mount_order(mounts: list[dict[str, Any]], scratch: Path) -> list[dict[str, A
 
 def apply_mounts(spec: dict[str, Any]) -> None:
     shadower = Shadower(Path(spec["scratch"]))
-    for m in mount_order(spec["mounts"], Path(spec["scratch"])):
+    # The host directories the container's program lives in (this checkout, its virtualenv),
+    # held open before a volume can cover them (an emptyDir on /tmp while the checkout is in
+    # /tmp), then bound back: a real kubelet runs an image, here the program is on the host.
+    keep = {Path(p): os.open(p, os.O_PATH) for p in spec.get("keep", []) if Path(p).is_dir()}
+    mounts = mount_order(spec["mounts"], Path(spec["scratch"]))
+    for m in mounts:
         source, target = m["source"], Path(m["target"])
         shadower.ensure(target, Path(source).is_dir())
         bind(source, str(target), bool(m.get("readonly")))
+    targets = [Path(m["target"]) for m in mounts]
+    for path, fd in keep.items():
+        if any(t == path or t in path.parents for t in targets):
+            shadower.ensure(path, True)
+            bind(f"/proc/self/fd/{fd}", str(path), True)
     workdir = Path(spec["workdir"])
     shadower.ensure(workdir, True)
 

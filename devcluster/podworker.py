@@ -28,6 +28,7 @@ from kubernetes.client.exceptions import ApiException
 from devcluster import podspec, procs
 
 NSEXEC = Path(__file__).resolve().parent / "nsexec.py"
+PROJECT_ROOT = NSEXEC.parent.parent
 MESSAGE_LIMIT = 4096  # bytes of terminationMessagePath a kubelet keeps
 LOG_FALLBACK_BYTES, LOG_FALLBACK_LINES = 2048, 80  # FallbackToLogsOnError
 BACKOFF_START, BACKOFF_MAX = 10.0, 300.0  # a kubelet's CrashLoopBackOff
@@ -361,6 +362,7 @@ class PodWorker(threading.Thread):
             "mounts": mounts,
             "workdir": c.spec.get("workingDir") or "/",
             "scratch": str(self.dir / "ns"),
+            "keep": sorted({sys.prefix, sys.base_prefix, str(PROJECT_ROOT)}),
         }
         spec_file.touch(mode=0o600)  # env may hold Secret values
         spec_file.write_text(json.dumps(spec))
