@@ -24,4 +24,6 @@ def test_operator_scale_benchmark_prints_its_tables() -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     assert "| creation to all Ready |" in done.stdout
     assert "| operator peak RSS |" in done.stdout
-    assert "| POST | jobs | 3.00 |" in done.stdout  # preflight, apply, postflight per resource
+    jobs = next(line for line in done.stdout.splitlines() if line.startswith("| POST | jobs |"))
+    # At least preflight, apply and postflight per resource (a repeated create is refused).
+    assert float(jobs.split("|")[3]) >= 3.0
