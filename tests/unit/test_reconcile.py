@@ -425,3 +425,13 @@ def test_status_patch_deletes_nested_keys_that_disappear() -> None:
     after = {"results": {}, "phase": "Preflight", "pending": [1]}
     assert merge_patch(before, after) == {"results": {"preflight": None}, "phase": "Preflight"}
     assert merge_patch(after, after) == {}
+
+
+def test_a_job_that_succeeded_without_a_result_is_not_taken_for_a_success() -> None:
+    sim = Sim()
+    sim.step()
+    sim.finish("preflight", None)
+    decision = sim.step()
+    assert decision.launch is None  # no apply, no postflight decided on missing knowledge
+    assert sim.condition("Stalled")["reason"] == "PreflightFailed"
+    assert "left no result" in sim.condition("Stalled")["message"]

@@ -29,6 +29,8 @@ KIND = "DatabaseMigration"
 # A finished Job whose pod's termination message has not reached us yet: wait this long for
 # it before taking the Job's word alone (the two arrive through different watches).
 RESULT_GRACE_SECONDS = 30.0
+# A succeeded Job whose result never arrives (its pod was deleted by hand): give up after this.
+LOST_RESULT_SECONDS = 600.0
 
 log = logging.getLogger("migrate_safe.operator")
 
@@ -46,6 +48,9 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.watching.client_timeout = 330
     settings.watching.connect_timeout = 5
     settings.execution.max_workers = 16
+    # Never decide on a body older than our own last status patch, even when the watch lags
+    # on a busy cluster: a stale status would relaunch or skip phases.
+    settings.persistence.consistency_timeout = 60
     try:
         kubernetes.config.load_incluster_config()  # type: ignore[no-untyped-call]
     except kubernetes.config.ConfigException:
@@ -174,8 +179,18 @@ def _job_view(entry: dict[str, Any], pods: list[dict[str, Any]]) -> JobView:
         "lastTransitionTime"
     )
     result = _result(pods)
-    if state != "running" and result is None and not _older_than(finished_at, RESULT_GRACE_SECONDS):
-        state = "running"  # the pod's result is on its way through the other watch
+    if (
+        result is None
+        and state == "succeeded"
+        and not _older_than(finished_at, LOST_RESULT_SECONDS)
+    ):
+        # A harness that exits 0 always leaves its result: it is on its way through the pod
+        # watch, and deciding without it (no pending versions known) would skip the apply.
+        state = "running"
+    elif (
+        result is None and state == "failed" and not _older_than(finished_at, RESULT_GRACE_SECONDS)
+    ):
+        state = "running"  # a crash may have left no result: give the pod watch a moment
     waiting = next((p["waiting"] for p in pods if p.get("waiting")), None)
     return JobView(
         name=entry["name"],

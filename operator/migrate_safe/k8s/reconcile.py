@@ -561,8 +561,11 @@ def _succeeded(result: dict[str, Any]) -> bool:
 
 def _compact_result(job: JobView) -> dict[str, Any]:
     result = dict(job.result or {})
-    if job.state == "failed" and not result:
-        result = {"outcome": "failed", "exit_code": -1, "error": {"message": job.message}}
+    if not result:
+        # No termination message: a crash, or a pod deleted before its result was read.
+        # Either way nothing is known of the database, so it cannot count as a success.
+        message = job.message or "the Job's pod left no result (termination message)"
+        result = {"outcome": "failed", "exit_code": -1, "error": {"message": message}}
     result.setdefault("outcome", "succeeded" if job.state == "succeeded" else "failed")
     result["job"] = job.name
     result["finishedAt"] = job.finished_at or ""
