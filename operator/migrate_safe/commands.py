@@ -32,6 +32,7 @@ from migrate_safe.pipeline import (
     postflight_phase,
     preflight_phase,
     record_fingerprint,
+    record_outcome,
 )
 from migrate_safe.plan import LedgerState, RollbackStep, plan_hash
 from migrate_safe.report import Reporter, utcnow
@@ -203,10 +204,7 @@ def run_rollback(
         engine = Engine(ledger.conn, ledger, settings.policy, report)
         for step in plan:
             rolled_back.append(engine.rollback(step).__dict__)
-        final = LedgerState(ledger.applied(), source)
-        body["current_version"] = final.current_version
-        body["pending"] = [m.version for m in final.pending]
-        body["fingerprint"] = record_fingerprint(ledger, report, "rollback", "succeeded")
+        final = record_outcome(ledger, source, report, body, "rollback")
         report.progress(f"rolled back {len(rolled_back)}; current {final.current_version}")
 
 

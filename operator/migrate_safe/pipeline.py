@@ -74,6 +74,17 @@ def server_major(conn: psycopg.Connection[Any]) -> int:
     return conn.info.server_version // 10000
 
 
+def record_outcome(
+    ledger: Ledger, source: Source, report: Reporter, body: Body, command: str
+) -> LedgerState:
+    """Where a successful apply or rollback left the ledger and the schema, into the report."""
+    final = LedgerState(ledger.applied(), source)
+    body["current_version"] = final.current_version
+    body["pending"] = [m.version for m in final.pending]
+    body["fingerprint"] = record_fingerprint(ledger, report, command, "succeeded")
+    return final
+
+
 def preflight_phase(
     ledger: Ledger, state: LedgerState, pending: list[Migration], settings: Settings,
     options: PhaseOptions, report: Reporter, body: Body, *, enforce: bool = True,
@@ -147,10 +158,7 @@ def apply_phase(
     engine = Engine(ledger.conn, ledger, settings.policy, report)
     for migration in pending:
         applied.append(engine.apply(migration).__dict__)
-    final = LedgerState(ledger.applied(), source)
-    body["current_version"] = final.current_version
-    body["pending"] = [m.version for m in final.pending]
-    body["fingerprint"] = record_fingerprint(ledger, report, "apply", "succeeded")
+    final = record_outcome(ledger, source, report, body, "apply")
     report.progress(f"applied {len(applied)} migration(s); current version {final.current_version}")
 
 

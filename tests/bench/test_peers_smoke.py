@@ -74,18 +74,18 @@ def postgres() -> Iterator[LocalPostgres]:
         yield pg
 
 
-def peer_names() -> list[str]:
-    return [tool.name for tool in bench_module("peer_tools").peers()]
+def installed_peer_names() -> list[str]:
+    """Peers that bench/peers/install.sh installed on this machine; the others are reported by
+    the benchmark itself (left out of its tables with the reason), not tested here."""
+    return [tool.name for tool in bench_module("peer_tools").peers() if not tool.missing]
 
 
-@pytest.mark.parametrize("name", peer_names())
+@pytest.mark.parametrize("name", installed_peer_names())
 def test_each_installed_peer_applies_the_same_steps(
     name: str, postgres: LocalPostgres, tmp_path: Path
 ) -> None:
     peer_tools: Any = bench_module("peer_tools")
     tool = next(t for t in peer_tools.peers() if t.name == name)
-    if tool.missing:
-        pytest.skip(f"{name}: {tool.missing}")
     steps = bench_module("throughput").small_steps(8)
     with psycopg.connect(postgres.url(), autocommit=True) as admin:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
