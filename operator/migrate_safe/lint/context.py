@@ -48,6 +48,12 @@ class SchemaState:
     column_types: dict[tuple[str, str], ColumnType] = field(default_factory=dict)
     not_null_checks: dict[tuple[str, str], NotNullCheck] = field(default_factory=dict)
 
+    def fork(self) -> SchemaState:
+        """A copy a down file may change without touching the up direction's state. The
+        values are frozen, so copying the two dicts is enough (a deep copy per down file made
+        linting n migrations quadratic)."""
+        return SchemaState(dict(self.column_types), dict(self.not_null_checks))
+
     def proves_not_null(self, table: str, column: str) -> bool:
         """A validated CHECK (column IS NOT NULL) exists: SET NOT NULL skips its scan (PG12+)."""
         return any(

@@ -6,7 +6,6 @@ about the schema comes from the migrations it reads (plus any applied history it
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -95,7 +94,7 @@ def lint_migrations(
         findings += _lint_target(_target(migration.up, "up"), options, config, schema)
         if include_down and migration.down is not None:
             down = _target(migration.down, "down")
-            findings += _lint_target(down, options, config, copy.deepcopy(schema))
+            findings += _lint_target(down, options, config, schema.fork())
         previous = migration
     return sort_findings(findings)
 
@@ -128,7 +127,7 @@ def lint_directory(
         target = LintTarget(str(entry.path), entry.text, entry.directives, entry.direction)
         # A down migration runs against the schema its up migration left; it changes nothing
         # that later up migrations see.
-        walked = schema if entry.direction == "up" else copy.deepcopy(schema)
+        walked = schema if entry.direction == "up" else schema.fork()
         findings += _lint_target(target, options, config, walked)
     return sort_findings(findings)
 

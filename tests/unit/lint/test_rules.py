@@ -189,3 +189,15 @@ def test_backfill_in_no_transaction_file_is_fine() -> None:
 def test_inline_constraints_on_added_column_are_checked() -> None:
     found = rules_of("ALTER TABLE t ADD COLUMN c bigint UNIQUE REFERENCES u (id);")
     assert {"MS302", "MS303"} <= set(found)
+
+
+def test_a_down_file_never_changes_what_the_next_up_file_knows() -> None:
+    from migrate_safe.lint.context import SchemaState
+    from migrate_safe.lint.sqlast import ColumnType
+
+    key = ("orders", "note")
+    schema = SchemaState({key: ColumnType("varchar", (10,), False)})
+    fork = schema.fork()
+    fork.column_types[key] = ColumnType("text", (), False)
+    fork.column_types[("orders", "x")] = ColumnType("int4", (), False)
+    assert schema.column_types == {key: ColumnType("varchar", (10,), False)}
