@@ -2,6 +2,8 @@
 
 [lint]
 disable = ["MS802"]          # reported as suppressed, never counted
+small_table_rows = 10000     # against a database: a table this small makes scans,
+small_table_bytes = 8388608  #   rewrites and index builds on it info (both limits hold)
 [lint.severity]
 MS102 = "error"              # error | warning | info
 """
@@ -21,10 +23,31 @@ from migrate_safe.settings_file import DEFAULT_FILE, load_settings_file
 
 
 @dataclass(frozen=True)
+class SizeLimits:
+    """Up to these sizes (estimated rows and bytes with indexes and TOAST, both must hold) a
+    scan, rewrite or index build takes milliseconds, so the rules that only bite on a table
+    with rows report info there. 10,000 rows build an index in a few milliseconds; 8 MiB is
+    read from cache in about as long."""
+
+    rows: int = 10_000
+    bytes: int = 8 * 1024 * 1024
+
+    def exceeded_by(self, rows: int, size_bytes: int) -> str:
+        """Which limit a table breaks (`small_table_rows = N`), or "" when it is small."""
+        over = []
+        if rows > self.rows:
+            over.append(f"small_table_rows = {self.rows}")
+        if size_bytes > self.bytes:
+            over.append(f"small_table_bytes = {self.bytes}")
+        return " and ".join(over)
+
+
+@dataclass(frozen=True)
 class LintConfig:
     disabled: frozenset[str] = frozenset()
     severity: Mapping[str, Severity] = field(default_factory=lambda: MappingProxyType({}))
     origin: str = str(DEFAULT_FILE)
+    limits: SizeLimits = SizeLimits()
 
     def with_severity(self, rule: str, severity: Severity) -> LintConfig:
         """A copy with one more override, e.g. MS703 as a warning under --allow-missing-down."""
@@ -42,14 +65,32 @@ def lint_config_from_table(section: object, path: Path) -> LintConfig:
     """A LintConfig from an already-parsed `[lint]` table (e.g. from the settings file)."""
     if not isinstance(section, dict):
         raise ConfigError(f"{path}: [lint] must be a table")
-    unknown = set(section) - {"disable", "severity"}
+    unknown = set(section) - KEYS
     if unknown:
         raise ConfigError(
-            f"{path}: [lint] has unknown keys {sorted(unknown)} (known: disable, severity)"
+            f"{path}: [lint] has unknown keys {sorted(unknown)} (known: {', '.join(sorted(KEYS))})"
         )
     disabled = _rule_ids(section.get("disable", []), path)
     severity = _severities(section.get("severity", {}), path)
-    return LintConfig(frozenset(disabled), MappingProxyType(severity), str(path))
+    defaults = SizeLimits()
+    limits = SizeLimits(
+        _count(section, "small_table_rows", defaults.rows, path),
+        _count(section, "small_table_bytes", defaults.bytes, path),
+    )
+    return LintConfig(frozenset(disabled), MappingProxyType(severity), str(path), limits)
+
+
+KEYS = {"disable", "severity", "small_table_rows", "small_table_bytes"}
+
+
+def _count(section: dict[str, object], key: str, default: int, path: Path) -> int:
+    value = section.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(
+            f"{path}: [lint] {key} = {value!r}: use a whole number, 0 or more "
+            "(0: only empty tables count as small)"
+        )
+    return value
 
 
 def _rule_ids(value: object, path: Path) -> list[str]:

@@ -11,7 +11,9 @@ from dataclasses import dataclass, field
 from pglast import ast
 from pglast.enums import AlterTableType, ConstrType, ObjectType, TransactionStmtKind
 
+from migrate_safe.lint.facts import RelationName, TableFacts
 from migrate_safe.lint.sqlast import (
+    RELATION_DROPS,
     ColumnType,
     ParsedStatement,
     added_column,
@@ -19,6 +21,8 @@ from migrate_safe.lint.sqlast import (
     alter_commands,
     column_type,
     not_null_check_column,
+    object_name,
+    relation_name,
     table_key,
 )
 from migrate_safe.source import Directives
@@ -29,10 +33,21 @@ DEFAULT_PG_VERSION = 15
 @dataclass(frozen=True)
 class LintOptions:
     """pg_version: the target server's major version. harness_timeouts: False when the files
-    may be run by another tool, so the harness's own lock_timeout cannot be relied on."""
+    may be run by another tool, so the harness's own lock_timeout cannot be relied on.
+    tables: the catalog facts of the target database before the run, when lint runs against
+    one (None: no database, so findings say under which condition they bite)."""
 
     pg_version: int = DEFAULT_PG_VERSION
     harness_timeouts: bool = True
+    tables: TableFacts | None = None
+
+
+@dataclass(frozen=True)
+class Creation:
+    """A relation created by a file lint walked in this run: new, so empty and unused."""
+
+    kind: str
+    origin: str
 
 
 @dataclass(frozen=True)
@@ -47,12 +62,27 @@ class SchemaState:
 
     column_types: dict[tuple[str, str], ColumnType] = field(default_factory=dict)
     not_null_checks: dict[tuple[str, str], NotNullCheck] = field(default_factory=dict)
+    # By bare name, like FileContext.created_tables: what the files of this run create.
+    created_in_run: dict[str, Creation] = field(default_factory=dict)
 
     def fork(self) -> SchemaState:
         """A copy a down file may change without touching the up direction's state. The
-        values are frozen, so copying the two dicts is enough (a deep copy per down file made
+        values are frozen, so copying the dicts is enough (a deep copy per down file made
         linting n migrations quadratic)."""
-        return SchemaState(dict(self.column_types), dict(self.not_null_checks))
+        return SchemaState(
+            dict(self.column_types), dict(self.not_null_checks), dict(self.created_in_run)
+        )
+
+    def for_down(self) -> SchemaState:
+        """The state a down file sees: what its up file left, but nothing is new any more
+        (a rollback runs on tables the application has been using)."""
+        forked = self.fork()
+        forked.begin_run()
+        return forked
+
+    def begin_run(self) -> None:
+        """What the applied history created exists already: only later files make new tables."""
+        self.created_in_run.clear()
 
     def proves_not_null(self, table: str, column: str) -> bool:
         """A validated CHECK (column IS NOT NULL) exists: SET NOT NULL skips its scan (PG12+)."""
@@ -87,9 +117,27 @@ class FileContext:
     def pg_version(self) -> int:
         return self.options.pg_version
 
+    @property
+    def tables(self) -> TableFacts | None:
+        return self.options.tables
+
     def is_new_table(self, relation: ast.RangeVar | None) -> bool:
         """Created earlier in this file: nobody else can be using it, so no lock matters."""
         return table_key(relation) in self.created_tables
+
+    def creation(self, name: RelationName) -> Creation | None:
+        """The earlier file of this run (or this file) that creates `name`, if any."""
+        return self.schema.created_in_run.get(name.name)
+
+    def creates(self, name: RelationName, if_not_exists: bool | None) -> bool:
+        """Whether a CREATE makes a new relation: with IF NOT EXISTS, not when the catalog
+        says it is there already (a directory adopted on an existing database)."""
+        if not if_not_exists or self.tables is None:
+            return True
+        return self.tables.exists(name) is False
+
+    def record_creation(self, name: str, kind: str) -> None:
+        self.schema.created_in_run[name] = Creation(kind, self.path)
 
 
 def observe(statement: ParsedStatement, context: FileContext) -> None:
@@ -98,26 +146,60 @@ def observe(statement: ParsedStatement, context: FileContext) -> None:
     if isinstance(node, ast.CreateStmt):
         _observe_create_table(node, context)
     elif isinstance(node, ast.CreateTableAsStmt) and node.into is not None:
-        context.created_tables.add(table_key(node.into.rel))
+        _observe_create_table_as(node, context)
+    elif isinstance(node, ast.IndexStmt) and node.idxname and node.relation is not None:
+        # An index lives in its table's schema.
+        index = RelationName(node.relation.schemaname or None, str(node.idxname))
+        if context.creates(index, node.if_not_exists):
+            context.record_creation(index.name, "index")
     elif isinstance(node, ast.AlterTableStmt):
         _observe_alter_table(node, context)
+    elif isinstance(node, ast.RenameStmt) and node.renameType == ObjectType.OBJECT_TABLE:
+        _observe_rename_table(node, context)
     elif isinstance(node, ast.TransactionStmt):
         _observe_transaction(node, context)
     elif isinstance(node, ast.VariableSetStmt) and node.name == "lock_timeout":
         context.lock_timeout_set = True
-    elif isinstance(node, ast.DropStmt) and node.removeType == ObjectType.OBJECT_TABLE:
+    elif isinstance(node, ast.DropStmt) and node.removeType in RELATION_DROPS:
         for names in node.objects or ():
-            context.created_tables.discard(str(getattr(names[-1], "sval", "")))
+            dropped = object_name(names).name
+            context.schema.created_in_run.pop(dropped, None)
+            if node.removeType == ObjectType.OBJECT_TABLE:
+                context.created_tables.discard(dropped)
 
 
 def _observe_create_table(node: ast.CreateStmt, context: FileContext) -> None:
     table = table_key(node.relation)
-    context.created_tables.add(table)
+    if node.relation is not None and context.creates(
+        relation_name(node.relation), node.if_not_exists
+    ):
+        context.created_tables.add(table)
+        context.record_creation(table, "table")
     for element in node.tableElts or ():
         if isinstance(element, ast.ColumnDef) and element.colname:
             _record_column(context, table, element)
         elif isinstance(element, ast.Constraint):
             _record_constraint(context, table, element)
+
+
+def _observe_create_table_as(node: ast.CreateTableAsStmt, context: FileContext) -> None:
+    relation = node.into.rel if node.into is not None else None
+    if relation is not None and context.creates(relation_name(relation), node.if_not_exists):
+        table = table_key(relation)
+        context.created_tables.add(table)
+        matview = node.objtype == ObjectType.OBJECT_MATVIEW
+        context.record_creation(table, "materialized view" if matview else "table")
+
+
+def _observe_rename_table(node: ast.RenameStmt, context: FileContext) -> None:
+    """A new table keeps being new under its new name."""
+    old, new = table_key(node.relation), str(node.newname)
+    if old in context.created_tables:
+        context.created_tables.discard(old)
+        context.created_tables.add(new)
+    creation = context.schema.created_in_run.pop(old, None)
+    if creation is not None:
+        context.schema.created_in_run[new] = creation
 
 
 def _observe_alter_table(node: ast.AlterTableStmt, context: FileContext) -> None:

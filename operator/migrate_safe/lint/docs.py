@@ -35,8 +35,9 @@ INTRO = """\
 # Lint rules
 
 `migrate-safe lint` parses every migration with PostgreSQL's own parser (pglast, libpg_query)
-and reports, per statement, which lock it takes, what breaks, and the safe alternative. It never
-connects to a database. This file is generated from the rule registry
+and reports, per statement, which lock it takes, what breaks, and the safe alternative. Lint
+itself never connects to a database; run against one, the harness hands it facts from the
+catalog (see "Judged against the database"). This file is generated from the rule registry
 (`python -m migrate_safe.lint.docs > docs/lint-rules.md`); a test keeps it in sync.
 
 ## Using it
@@ -58,6 +59,56 @@ connects to a database. This file is generated from the rule registry
   NULL)`.
 * Down migrations are linted too. Dropping what the up migration created is their job, so data
   loss there is reported as MS405 (info) rather than MS401-MS404.
+
+## Judged against the database
+
+Many dangers depend on the table: an index build that blocks writes for minutes on a big table
+takes a millisecond on an empty one. Each rule says when it bites (the **Bites** column below):
+
+* **always**: wrong or dangerous whatever the table.
+* **with rows**: a scan, rewrite or index build under a strong lock, as long as the table is
+  big. Info when the table is created earlier in this run or within the small-table limits.
+* **if not empty**: fails or loses data as soon as there is one row. Info when the table is
+  created earlier in this run or empty (no data pages).
+* **if in use**: breaks running code, or queues its queries behind the lock. Info only when
+  the table is created earlier in this run (an existing table may be in use, however small).
+
+A finding of the last three kinds is also info when the statement says `IF EXISTS` and the
+object does not exist (`DROP TABLE IF EXISTS nothing_here`, `ALTER TABLE IF EXISTS …`).
+
+* **Against a database** (`plan`, `preflight`, `apply`, `apply --dry-run`, `run`, `rollback`):
+  the harness reads, in one catalog query before anything runs, whether each relation the
+  files name exists (bare names resolved through the session's `search_path`), what it is and
+  how big its table is: a row estimate (`reltuples` scaled to the current pages, as the
+  planner does; a table never analysed counts as full pages, an upper bound) and its size with
+  indexes and TOAST, summed over partitions. A table another session holds locked exclusively
+  is not measured (that would queue behind the lock): its findings keep their severity. A
+  finding judged harmless becomes **info** and its message says why
+  (`table orders is created by 001_init.up.sql in this run: it is empty and unused`,
+  `public.tags is small: about 120 rows, 48.0 KiB, within [lint] small_table_rows = 10000 and
+  small_table_bytes = 8388608`); a kept one says what lint found (`public.orders holds about
+  100,000 rows, 5.6 MiB, over [lint] small_table_rows = 10000`). A table counts as created in
+  this run when an earlier pending file (or an earlier statement of the same file) creates
+  it; `CREATE TABLE IF NOT EXISTS` of a table the catalog already has does not count.
+* **Without a database** (`migrate-safe lint`, `verify`): findings keep their severity and the
+  message says under which condition they bite, e.g. `…; how long it lasts grows with the
+  table's rows; on a new or empty table it does not matter; table orders is created by
+  001_init.up.sql: where both are pending it is new`.
+* **Small-table limits**, in the settings file (both must hold; with `0`, only empty tables
+  count):
+
+      [lint]
+      small_table_rows = 10000      # estimated rows
+      small_table_bytes = 8388608   # bytes with indexes and TOAST (8 MiB)
+
+  Up to these sizes an index build, a rewrite or a validation scan takes milliseconds.
+* **Down files never block apply**: `apply`, `run`, `preflight` and `plan` lint the up files
+  that will run. `rollback` lints the down files it is about to run (the copies stored in the
+  ledger at apply time when there are any), judged against the tables as they are then, and
+  refuses with exit 1, before rolling anything back, while an error remains.
+* **A refusal names the way out**: the `-- migrate-safe:allow=…` directive with the rule ids,
+  the `[lint.severity]` setting (and the small-table limits when the table's size decided),
+  and the flags (`--warn-on Lint`; `--force` for apply and run).
 
 ## Suppressing a finding
 
@@ -95,11 +146,12 @@ def _example(text: str) -> str:
 
 
 def _table() -> str:
-    rows = ["| Id | Name | Severity | What it catches |", "|---|---|---|---|"]
+    rows = ["| Id | Name | Severity | Bites | What it catches |", "|---|---|---|---|---|"]
     for rule in sorted(RULES.values(), key=lambda r: r.id):
         anchor = rule.id.lower()
         rows.append(
-            f"| [{rule.id}](#{anchor}) | {rule.name} | {rule.severity.value} | {rule.summary} |"
+            f"| [{rule.id}](#{anchor}) | {rule.name} | {rule.severity.value} | "
+            f"{rule.bites.value} | {rule.summary} |"
         )
     return "\n".join(rows)
 
@@ -108,7 +160,7 @@ def _section(rule: Rule) -> str:
     return f"""\
 ### {rule.id}
 
-**{rule.name}** · severity **{rule.severity.value}**
+**{rule.name}** · severity **{rule.severity.value}** · bites **{rule.bites.value}**
 
 {rule.summary}.
 

@@ -11,6 +11,7 @@ from typing import Any
 from migrate_safe import __version__
 from migrate_safe.lint.model import Finding, Rule, Severity
 from migrate_safe.lint.registry import RULES
+from migrate_safe.lint.suppress import way_out
 
 SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
 _GITHUB_LEVEL = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.INFO: "notice"}
@@ -23,6 +24,18 @@ def summary(findings: Sequence[Finding]) -> dict[str, int]:
     result = {severity.value: counts.get(severity.value, 0) for severity in Severity}
     result["suppressed"] = sum(1 for f in findings if not f.active)
     return result
+
+
+def refusal(errors: Sequence[Finding], *, flags: str = "", directive: bool = True) -> str:
+    """One line for a run that lint errors refuse: where they are, why the first one bites,
+    and the way out (see `way_out`)."""
+    where = ", ".join(f"{f.rule} {Path(f.file).name}:{f.line}" for f in errors[:5])
+    more = f" and {len(errors) - 5} more" if len(errors) > 5 else ""
+    first = errors[0]
+    return (
+        f"{len(errors)} lint error(s): {where}{more} ({first.rule}: {first.message}); "
+        + way_out(errors, flags=flags, directive=directive)
+    )
 
 
 def render_text(findings: Sequence[Finding]) -> str:
@@ -82,7 +95,7 @@ def _sarif_rule(rule: Rule) -> dict[str, Any]:
         "fullDescription": {"text": rule.why},
         "help": {"text": f"Safe alternative: {rule.safe_alternative}"},
         "defaultConfiguration": {"level": _SARIF_LEVEL[rule.severity]},
-        "properties": {"tags": [rule.family], "lock": rule.lock},
+        "properties": {"tags": [rule.family], "lock": rule.lock, "bites": rule.bites.value},
     }
 
 

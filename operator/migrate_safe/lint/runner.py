@@ -1,7 +1,8 @@
 """Lint entry points: one SQL text, a list of loaded migrations, or a directory on disk.
 
 Lint never connects to a database: the target version comes from the caller, and what it knows
-about the schema comes from the migrations it reads (plus any applied history it is given).
+about the schema comes from the migrations it reads (plus any applied history it is given) and,
+when the caller ran against a database, the catalog facts it passes in (`TableFacts`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import migrate_safe.lint.rules  # noqa: F401  (importing the rules fills the reg
 from migrate_safe.errors import ConfigError
 from migrate_safe.lint.config import LintConfig
 from migrate_safe.lint.context import FileContext, LintOptions, SchemaState, observe
+from migrate_safe.lint.facts import TableFacts
+from migrate_safe.lint.judge import Verdict, judge
 from migrate_safe.lint.model import Finding, Hit, Rule, Severity
 from migrate_safe.lint.registry import FILE_CHECKS, STATEMENT_CHECKS
 from migrate_safe.lint.rules import files
@@ -36,10 +39,12 @@ class LintTarget:
 
 @dataclass(frozen=True)
 class _Located:
-    """A finding before policy: the lines of its statement, for statement-level allows."""
+    """A finding before policy: the lines of its statement, for statement-level allows, and
+    whether the facts show it does not bite here."""
 
     finding: Finding
     span: tuple[int, int] | None
+    harmless: bool = False
 
 
 def lint_sql(
@@ -75,17 +80,21 @@ def lint_migrations(
     harness_timeouts: bool = True,
     history: Sequence[Migration] = (),
     include_down: bool = True,
+    tables: TableFacts | None = None,
 ) -> list[Finding]:
     """Findings for pending migrations, in version order, each up file then its down file.
 
     `history`: migrations already applied, read only to learn the schema (column types,
     validated NOT NULL checks), never reported on.
+    `tables`: the catalog facts of the database the migrations will run on, read before the
+    run; with them, findings that only bite on tables with rows are judged (see judge.py).
     """
-    options = LintOptions(pg_version, harness_timeouts)
+    options = LintOptions(pg_version, harness_timeouts, tables)
     config = config or LintConfig()
     schema = SchemaState()
     for applied in history:
         _lint_target(_target(applied.up, "up"), options, config, schema)
+    schema.begin_run()
     findings: list[Finding] = []
     previous: Migration | None = None
     for migration in migrations:
@@ -94,8 +103,26 @@ def lint_migrations(
         findings += _lint_target(_target(migration.up, "up"), options, config, schema)
         if include_down and migration.down is not None:
             down = _target(migration.down, "down")
-            findings += _lint_target(down, options, config, schema.fork())
+            findings += _lint_target(down, options, config, schema.for_down())
         previous = migration
+    return sort_findings(findings)
+
+
+def lint_down_scripts(
+    scripts: Sequence[Script],
+    *,
+    pg_version: int = LintOptions.pg_version,
+    config: LintConfig | None = None,
+    tables: TableFacts | None = None,
+) -> list[Finding]:
+    """Findings for the down scripts a rollback runs, in the order it runs them (newest
+    first), each seeing what the ones before it changed."""
+    options = LintOptions(pg_version, True, tables)
+    config = config or LintConfig()
+    schema = SchemaState()
+    findings: list[Finding] = []
+    for script in scripts:
+        findings += _lint_target(_target(script, "down"), options, config, schema)
     return sort_findings(findings)
 
 
@@ -127,7 +154,7 @@ def lint_directory(
         target = LintTarget(str(entry.path), entry.text, entry.directives, entry.direction)
         # A down migration runs against the schema its up migration left; it changes nothing
         # that later up migrations see.
-        walked = schema if entry.direction == "up" else schema.fork()
+        walked = schema if entry.direction == "up" else schema.for_down()
         findings += _lint_target(target, options, config, walked)
     return sort_findings(findings)
 
@@ -148,12 +175,14 @@ def sort_findings(findings: Sequence[Finding]) -> list[Finding]:
 def _lint_target(
     target: LintTarget, options: LintOptions, config: LintConfig, schema: SchemaState
 ) -> list[Finding]:
-    located = _raw_findings(target, options, schema)
+    located = _raw_findings(target, options, config, schema)
     comments = statement_comments(target.text) if located else StatementComments()
     return [_with_policy(item, target.directives, config, comments) for item in located]
 
 
-def _raw_findings(target: LintTarget, options: LintOptions, schema: SchemaState) -> list[_Located]:
+def _raw_findings(
+    target: LintTarget, options: LintOptions, config: LintConfig, schema: SchemaState
+) -> list[_Located]:
     try:
         statements = parse_script(target.text)
     except SqlSyntaxError as error:
@@ -173,26 +202,34 @@ def _raw_findings(target: LintTarget, options: LintOptions, schema: SchemaState)
         return [_Located(file_finding(files.EMPTY_FILE, target.path, message), None)]
     context = FileContext(target.path, target.direction, target.directives, options, schema)
     located: list[_Located] = []
+
+    def locate(rule: Rule, hit: Hit, statement: ParsedStatement) -> _Located:
+        return _locate(rule, hit, statement, target, judge(rule, hit, context, config.limits))
+
     for statement in statements:
         for rule, check in STATEMENT_CHECKS:
-            located += [_locate(rule, hit, statement, target) for hit in check(statement, context)]
+            located += [locate(rule, hit, statement) for hit in check(statement, context)]
         observe(statement, context)
+    # File checks run after the walk, so they judge against the file's end state: a table
+    # created anywhere in it counts as new (used before its CREATE, the file fails anyway).
     for rule, file_check in FILE_CHECKS:
-        located += [_locate(rule, hit, at, target) for at, hit in file_check(statements, context)]
+        located += [locate(rule, hit, at) for at, hit in file_check(statements, context)]
     return located
 
 
-def _locate(rule: Rule, hit: Hit, statement: ParsedStatement, target: LintTarget) -> _Located:
+def _locate(
+    rule: Rule, hit: Hit, statement: ParsedStatement, target: LintTarget, verdict: Verdict
+) -> _Located:
     finding = Finding(
         rule.id,
         rule.severity,
         target.path,
         statement.line,
         statement.column,
-        hit.message,
+        verdict.message(hit.message),
         hit.safe_alternative or rule.safe_alternative,
     )
-    return _Located(finding, (statement.line, statement.end_line))
+    return _Located(finding, (statement.line, statement.end_line), verdict.harmless)
 
 
 def _with_policy(
@@ -200,6 +237,8 @@ def _with_policy(
 ) -> Finding:
     finding = item.finding
     severity = config.severity.get(finding.rule, finding.severity)
+    if item.harmless:
+        severity = Severity.INFO
     reason = suppression_reason(finding.rule, item.span, directives, comments, config)
     return replace(finding, severity=severity, suppressed_by=reason)
 

@@ -7,15 +7,17 @@ rules ask: which table, which column type, is this default volatile, is this `co
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from pglast import ast, parse_sql
-from pglast.enums import AlterTableType, ConstrType, NullTestType
+from pglast.enums import AlterTableType, ConstrType, NullTestType, ObjectType
 from pglast.parser import ParseError
 from pglast.visitors import Visitor
 
-from migrate_safe.statements import SqlSyntaxError, split_statements
+from migrate_safe.lint.facts import RelationName
+from migrate_safe.statements import SqlSyntaxError, representative, split_statements
 
 
 @dataclass(frozen=True)
@@ -40,7 +42,9 @@ def parse_script(text: str) -> list[ParsedStatement]:
         column = offset - (text.rfind("\n", 0, offset) + 1) + 1
         end_line = statement.line + statement.sql.count("\n")
         try:
-            raw_statements = parse_sql(statement.sql)
+            # A bulk INSERT is read from its head and first row: the rules see the same
+            # statement, and a 20 MiB file does not become a 20 MiB syntax tree.
+            raw_statements = parse_sql(representative(statement.sql))
         except ParseError as error:  # split accepted it, the full grammar did not
             raise SqlSyntaxError(str(error.args[0]), statement.line, column) from None
         parsed += [
@@ -69,6 +73,85 @@ def table_key(relation: ast.RangeVar | None) -> str:
 
 def dotted(names: Iterable[ast.Node]) -> str:
     return ".".join(str(getattr(part, "sval", part)) for part in names)
+
+
+def relation_name(relation: ast.RangeVar) -> RelationName:
+    """The name to look the relation up by in the catalog facts."""
+    return RelationName(relation.schemaname or None, str(relation.relname))
+
+
+def object_name(names: Iterable[ast.Node]) -> RelationName:
+    """A DROP's `[schema.]name` (a leading database name is ignored)."""
+    parts = [str(getattr(part, "sval", part)) for part in names]
+    return RelationName(parts[-2] if len(parts) > 1 else None, parts[-1])
+
+
+# DROP statements whose objects are relations (named by a list, not a RangeVar).
+RELATION_DROPS = frozenset(
+    {
+        ObjectType.OBJECT_TABLE,
+        ObjectType.OBJECT_INDEX,
+        ObjectType.OBJECT_VIEW,
+        ObjectType.OBJECT_MATVIEW,
+        ObjectType.OBJECT_SEQUENCE,
+        ObjectType.OBJECT_FOREIGN_TABLE,
+    }
+)
+
+
+# Leading keywords of the statements whose tables lint judges (see `judged_names`). Only those
+# are parsed to find the names, so a file of big INSERTs costs next to nothing here.
+_JUDGED_KEYWORD = re.compile(
+    r"(?:\s|--[^\n]*|/\*.*?\*/)*"
+    r"(create|alter|drop|truncate|reindex|cluster|vacuum|lock|update|delete)\b",
+    re.IGNORECASE | re.DOTALL,
+)
+
+
+def judged_names(node: ast.Node) -> Iterator[RelationName]:
+    """The relations whose catalog facts decide a finding on this statement: the subject
+    of every rule that bites only under a condition, and what a CREATE … IF NOT EXISTS may
+    find already there."""
+    if isinstance(node, ast.IndexStmt) and node.relation is not None:
+        yield relation_name(node.relation)
+        if node.idxname:
+            yield RelationName(node.relation.schemaname or None, str(node.idxname))
+    elif isinstance(node, ast.DropStmt) and node.removeType in RELATION_DROPS:
+        yield from (object_name(names) for names in node.objects or ())
+    elif isinstance(node, ast.CreateTableAsStmt) and node.into is not None:
+        yield from _ranges([node.into.rel])
+    elif isinstance(node, ast.VacuumStmt):
+        yield from _ranges(r.relation for r in node.rels or () if isinstance(r, ast.VacuumRelation))
+    elif isinstance(node, ast.TruncateStmt | ast.LockStmt):
+        yield from _ranges(node.relations or ())
+    else:
+        yield from _ranges([getattr(node, "relation", None)])
+
+
+def _ranges(relations: Iterable[object]) -> Iterator[RelationName]:
+    return (relation_name(r) for r in relations if isinstance(r, ast.RangeVar))
+
+
+def relations_to_look_up(texts: Iterable[str]) -> frozenset[RelationName]:
+    """Every relation whose catalog facts lint would judge a finding in these SQL texts by.
+    A text that does not parse names nothing (its syntax-error finding says why)."""
+    found: set[RelationName] = set()
+    for text in texts:
+        try:
+            statements = split_statements(text)
+        except SqlSyntaxError:
+            continue
+        for statement in statements:
+            if not _JUDGED_KEYWORD.match(statement.sql):
+                continue
+            try:
+                raw_statements = parse_sql(statement.sql)
+            except ParseError:
+                continue
+            for raw in raw_statements:
+                if raw.stmt is not None:
+                    found.update(judged_names(raw.stmt))
+    return frozenset(found)
 
 
 # --- ALTER TABLE ---------------------------------------------------------------------------

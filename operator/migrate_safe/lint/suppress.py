@@ -1,19 +1,24 @@
-"""Where a finding may be silenced, and the reason lint reports for it.
+"""Where a finding may be silenced, the reason lint reports for it, and the way out a refusal
+names.
 
 Three places, checked in this order: an `-- migrate-safe:allow=MS101` directive in the file's
 leading comments (the whole file), the same comment on the statement's own lines or on the
-line right above it (that statement only), and `[lint] disable` in the config file.
+line right above it (that statement only), and `[lint] disable` in the config file. A rule's
+severity can also be lowered with `[lint.severity]`.
 """
 
 from __future__ import annotations
 
 import re
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from pglast.parser import ParseError, scan
 
 from migrate_safe.lint.config import LintConfig
+from migrate_safe.lint.judge import SIZE_LIMIT_NOTE
+from migrate_safe.lint.model import Finding
 from migrate_safe.source import Directives
 
 _ALLOW = re.compile(r"migrate-safe:allow=([A-Z]+[0-9]+(?:\s*,\s*[A-Z]+[0-9]+)*)")
@@ -67,3 +72,26 @@ def suppression_reason(
     if rule in config.disabled:
         return f"config: [lint] disable in {config.origin}"
     return None
+
+
+def way_out(blocking: Sequence[Finding], *, flags: str = "", directive: bool = True) -> str:
+    """How to get past findings that refuse a run: the directive (unless the SQL that runs
+    cannot be edited, e.g. a down stored in the ledger), the settings and `flags` (the
+    command's own override, e.g. "--warn-on Lint"), in that order."""
+    rules = sorted({f.rule for f in blocking})
+    options = [
+        f'`[lint.severity] {rules[0]} = "warning"` (a line per rule) in migrate-safe.toml',
+    ]
+    if directive:
+        options.insert(
+            0,
+            f"`-- migrate-safe:allow={','.join(rules)}` in the file's leading comments or on "
+            "the line above the statement",
+        )
+    if any(SIZE_LIMIT_NOTE in f.message for f in blocking):
+        options.append("higher `[lint] small_table_rows` / `small_table_bytes` there")
+    if flags:
+        options.append(flags)
+    return "fix it (see each safe alternative: `migrate-safe plan`), or get past it with " + (
+        ", or ".join(options)
+    )

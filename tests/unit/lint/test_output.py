@@ -26,8 +26,9 @@ def findings() -> list[Finding]:
 def test_text_lists_location_rule_severity_message_and_safe_alternative() -> None:
     lines = render(findings(), "text").splitlines()
     assert lines[0] == (
-        "db/005_x.up.sql:2:1: MS101 error: CREATE INDEX on existing table orders without "
-        "CONCURRENTLY blocks writes (SHARE lock) for the whole build"
+        "db/005_x.up.sql:2:1: MS101 error: CREATE INDEX on orders without CONCURRENTLY "
+        "blocks writes (SHARE lock) for the whole build; how long it lasts grows with the "
+        "table's rows; on a new or empty table it does not matter"
     )
     assert lines[1].startswith("  safe alternative: CREATE INDEX CONCURRENTLY")
     assert any("MS402 error (suppressed by file directive" in line for line in lines)

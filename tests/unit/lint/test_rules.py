@@ -115,12 +115,14 @@ def test_type_change_uses_the_type_declared_in_applied_history() -> None:
 
 def test_type_change_of_a_column_lint_has_not_seen_explains_the_doubt() -> None:
     findings = lint_sql("ALTER TABLE n ALTER COLUMN amount TYPE numeric(8, 3);")
-    assert only(findings, "MS204").message.endswith("lint has not seen the current type")
+    assert "; lint has not seen the current type;" in only(findings, "MS204").message
 
 
 def test_type_change_to_a_type_nothing_coerces_to_is_a_rewrite() -> None:
     finding = only(lint_sql("ALTER TABLE t ALTER COLUMN id TYPE bigint;"), "MS204")
-    assert finding.message == "ALTER COLUMN t.id TYPE to int8 rewrites the table and its indexes"
+    assert finding.message.startswith(
+        "ALTER COLUMN t.id TYPE to int8 rewrites the table and its indexes; "
+    )
 
 
 def test_type_change_with_using_is_a_rewrite() -> None:

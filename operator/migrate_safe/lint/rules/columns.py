@@ -8,7 +8,8 @@ from pglast import ast
 from pglast.enums import AlterTableType, ConstrType, ObjectType
 
 from migrate_safe.lint.context import FileContext
-from migrate_safe.lint.model import Hit, Rule, Severity
+from migrate_safe.lint.facts import RelationName
+from migrate_safe.lint.model import Bites, Hit, Rule, Severity
 from migrate_safe.lint.registry import statement_rule
 from migrate_safe.lint.sqlast import (
     SERIAL_TYPES,
@@ -19,6 +20,7 @@ from migrate_safe.lint.sqlast import (
     column_constraints,
     column_type,
     is_null_constant,
+    relation_name,
     table_key,
     table_name,
     volatile_calls,
@@ -30,17 +32,31 @@ BACKFILL = (
 )
 
 
+def altered_table(
+    statement: ParsedStatement, context: FileContext
+) -> tuple[ast.AlterTableStmt, RelationName] | None:
+    """The ALTER TABLE statement and its table, when the table existed before this file."""
+    node = statement.node
+    if not isinstance(node, ast.AlterTableStmt) or node.relation is None:
+        return None
+    if context.is_new_table(node.relation):
+        return None
+    return node, relation_name(node.relation)
+
+
 def _existing_table_columns(
     statement: ParsedStatement, context: FileContext
-) -> Iterator[tuple[str, ast.ColumnDef]]:
-    """(table, column) for every ADD COLUMN on a table that existed before this file."""
-    node = statement.node
-    if not isinstance(node, ast.AlterTableStmt) or context.is_new_table(node.relation):
+) -> Iterator[tuple[ast.AlterTableStmt, RelationName, ast.ColumnDef]]:
+    """(statement, table, column) for every ADD COLUMN on a table that existed before this
+    file."""
+    altered = altered_table(statement, context)
+    if altered is None:
         return
+    node, table = altered
     for command in alter_commands(node, AlterTableType.AT_AddColumn):
         column = added_column(command)
         if column is not None:
-            yield table_name(node.relation), column
+            yield node, table, column
 
 
 def _default_expression(column: ast.ColumnDef) -> ast.Node | None:
@@ -96,13 +112,18 @@ def _rewrite_reason(column: ast.ColumnDef, pg_version: int) -> str | None:
         "ALTER TABLE orders ALTER COLUMN public_id SET DEFAULT gen_random_uuid();\n"
         "-- later migrations: UPDATE orders SET public_id = gen_random_uuid()\n"
         "--   WHERE id BETWEEN … AND … AND public_id IS NULL;",
+        bites=Bites.WITH_ROWS,
     )
 )
 def add_column_rewrites_table(statement: ParsedStatement, context: FileContext) -> Iterator[Hit]:
-    for table, column in _existing_table_columns(statement, context):
+    for node, table, column in _existing_table_columns(statement, context):
         reason = _rewrite_reason(column, context.pg_version)
         if reason:
-            yield Hit(f"ADD COLUMN {table}.{column.colname} rewrites the table: {reason}")
+            yield Hit(
+                f"ADD COLUMN {table}.{column.colname} rewrites the table: {reason}",
+                subject=table,
+                missing_ok=bool(node.missing_ok),
+            )
 
 
 @statement_rule(
@@ -120,12 +141,13 @@ def add_column_rewrites_table(statement: ParsedStatement, context: FileContext) 
         "fail too.",
         unsafe_example="ALTER TABLE orders ADD COLUMN currency text NOT NULL;",
         safe_example="ALTER TABLE orders ADD COLUMN currency text NOT NULL DEFAULT 'EUR';",
+        bites=Bites.IF_IN_USE,
     )
 )
 def add_column_not_null_without_default(
     statement: ParsedStatement, context: FileContext
 ) -> Iterator[Hit]:
-    for table, column in _existing_table_columns(statement, context):
+    for node, table, column in _existing_table_columns(statement, context):
         not_null = column.is_not_null or column_constraints(column, ConstrType.CONSTR_NOTNULL)
         fills_rows = column_constraints(
             column, ConstrType.CONSTR_DEFAULT, ConstrType.CONSTR_IDENTITY
@@ -134,7 +156,9 @@ def add_column_not_null_without_default(
         if not_null and not fills_rows and not serial:
             yield Hit(
                 f"ADD COLUMN {table}.{column.colname} NOT NULL without a default fails "
-                "when the table has rows"
+                "when the table has rows, and so do inserts of running code that omit it",
+                subject=table,
+                missing_ok=bool(node.missing_ok),
             )
 
 
@@ -162,26 +186,32 @@ def add_column_not_null_without_default(
         "-- next migration:\n"
         "ALTER TABLE orders ALTER COLUMN currency SET NOT NULL;\n"
         "ALTER TABLE orders DROP CONSTRAINT orders_currency_not_null;",
+        bites=Bites.WITH_ROWS,
     )
 )
 def set_not_null_scans_table(statement: ParsedStatement, context: FileContext) -> Iterator[Hit]:
-    node = statement.node
-    if not isinstance(node, ast.AlterTableStmt) or context.is_new_table(node.relation):
+    altered = altered_table(statement, context)
+    if altered is None:
         return
+    node, table = altered
     for command in alter_commands(node, AlterTableType.AT_SetNotNull):
         column = str(command.name)
         proven = context.schema.proves_not_null(table_key(node.relation), column)
         if proven and context.pg_version >= 12:
             continue
-        message = f"SET NOT NULL on {table_name(node.relation)}.{column} scans the whole table"
+        message = f"SET NOT NULL on {table}.{column} scans the whole table"
         if context.pg_version < 12:
             yield Hit(
                 message + f" (PostgreSQL {context.pg_version} cannot use a CHECK to skip it)",
                 "keep a validated CHECK (col IS NOT NULL) instead of SET NOT NULL until the "
                 "server runs PostgreSQL 12+",
+                subject=table,
+                missing_ok=bool(node.missing_ok),
             )
         else:
-            yield Hit(message + " under ACCESS EXCLUSIVE")
+            yield Hit(
+                message + " under ACCESS EXCLUSIVE", subject=table, missing_ok=bool(node.missing_ok)
+            )
 
 
 # --- type changes ------------------------------------------------------------------------
@@ -256,14 +286,16 @@ def _type_change_problem(
         unsafe_example="ALTER TABLE orders ALTER COLUMN total_cents TYPE bigint;",
         safe_example="ALTER TABLE orders ADD COLUMN total_cents_big bigint;\n"
         "-- sync trigger + batched backfill, then switch readers and drop the old column",
+        bites=Bites.WITH_ROWS,
     )
 )
 def alter_column_type_rewrites_table(
     statement: ParsedStatement, context: FileContext
 ) -> Iterator[Hit]:
-    node = statement.node
-    if not isinstance(node, ast.AlterTableStmt) or context.is_new_table(node.relation):
+    altered = altered_table(statement, context)
+    if altered is None:
         return
+    node, subject = altered
     table = table_key(node.relation)
     for command in alter_commands(node, AlterTableType.AT_AlterColumnType):
         column = added_column(command)
@@ -274,7 +306,7 @@ def alter_column_type_rewrites_table(
         where = f"ALTER COLUMN {table_name(node.relation)}.{command.name} TYPE"
         problem = _type_change_problem(old, new, column.raw_default is not None, where)
         if problem:
-            yield Hit(problem)
+            yield Hit(problem, subject=subject, missing_ok=bool(node.missing_ok))
 
 
 # --- renames -----------------------------------------------------------------------------
@@ -295,16 +327,19 @@ def alter_column_type_rewrites_table(
         unsafe_example="ALTER TABLE orders RENAME COLUMN status TO state;",
         safe_example="ALTER TABLE orders ADD COLUMN state text;\n"
         "-- trigger keeping status and state in sync, then a batched backfill",
+        bites=Bites.IF_IN_USE,
     )
 )
 def rename_column(statement: ParsedStatement, context: FileContext) -> Iterator[Hit]:
     node = statement.node
-    if not isinstance(node, ast.RenameStmt) or context.is_new_table(node.relation):
+    if not isinstance(node, ast.RenameStmt) or node.relation is None:
         return
-    if node.renameType == ObjectType.OBJECT_COLUMN:
+    if node.renameType == ObjectType.OBJECT_COLUMN and not context.is_new_table(node.relation):
         yield Hit(
             f"RENAME COLUMN {table_name(node.relation)}.{node.subname} to {node.newname} "
-            "breaks running code that uses the old name"
+            "breaks running code that uses the old name",
+            subject=relation_name(node.relation),
+            missing_ok=bool(node.missing_ok),
         )
 
 
@@ -324,16 +359,19 @@ def rename_column(statement: ParsedStatement, context: FileContext) -> Iterator[
         safe_example="-- migrate-safe:allow=MS206\n"
         "ALTER TABLE orders RENAME TO purchases;\n"
         "CREATE VIEW orders AS SELECT * FROM purchases;",
+        bites=Bites.IF_IN_USE,
     )
 )
 def rename_table(statement: ParsedStatement, context: FileContext) -> Iterator[Hit]:
     node = statement.node
-    if not isinstance(node, ast.RenameStmt) or context.is_new_table(node.relation):
+    if not isinstance(node, ast.RenameStmt) or node.relation is None:
         return
-    if node.renameType == ObjectType.OBJECT_TABLE:
+    if node.renameType == ObjectType.OBJECT_TABLE and not context.is_new_table(node.relation):
         yield Hit(
             f"RENAME TABLE {table_name(node.relation)} to {node.newname} breaks running "
-            "code that uses the old name"
+            "code that uses the old name",
+            subject=relation_name(node.relation),
+            missing_ok=bool(node.missing_ok),
         )
 
 
@@ -352,13 +390,17 @@ def rename_table(statement: ParsedStatement, context: FileContext) -> Iterator[H
         "NULL, so lint checks up migrations only.",
         unsafe_example="ALTER TABLE orders ALTER COLUMN currency DROP NOT NULL;",
         safe_example="ALTER TABLE orders ALTER COLUMN currency SET DEFAULT 'EUR';",
+        bites=Bites.IF_IN_USE,
     )
 )
 def drop_not_null(statement: ParsedStatement, context: FileContext) -> Iterator[Hit]:
-    node = statement.node
-    if context.direction != "up" or not isinstance(node, ast.AlterTableStmt):
+    altered = altered_table(statement, context)
+    if context.direction != "up" or altered is None:
         return
-    if context.is_new_table(node.relation):
-        return
+    node, table = altered
     for command in alter_commands(node, AlterTableType.AT_DropNotNull):
-        yield Hit(f"DROP NOT NULL on {table_name(node.relation)}.{command.name}")
+        yield Hit(
+            f"DROP NOT NULL on {table}.{command.name}",
+            subject=table,
+            missing_ok=bool(node.missing_ok),
+        )

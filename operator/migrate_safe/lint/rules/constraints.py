@@ -8,14 +8,17 @@ from pglast import ast
 from pglast.enums import AlterTableType, ConstrType
 
 from migrate_safe.lint.context import FileContext
-from migrate_safe.lint.model import Hit, Rule, Severity
+from migrate_safe.lint.facts import RelationName
+from migrate_safe.lint.model import Bites, Hit, Rule, Severity
 from migrate_safe.lint.registry import statement_rule
+from migrate_safe.lint.rules.columns import altered_table
 from migrate_safe.lint.sqlast import (
     ParsedStatement,
     added_column,
     added_constraint,
     alter_commands,
     column_constraints,
+    relation_name,
     table_key,
     table_name,
 )
@@ -23,12 +26,12 @@ from migrate_safe.lint.sqlast import (
 
 def _new_constraints(
     statement: ParsedStatement, context: FileContext, kind: ConstrType
-) -> Iterator[tuple[str, ast.Constraint, str | None]]:
+) -> Iterator[tuple[RelationName, ast.Constraint, str | None]]:
     """(table, constraint, column if inline in ADD COLUMN) added to a table that existed."""
-    node = statement.node
-    if not isinstance(node, ast.AlterTableStmt) or context.is_new_table(node.relation):
+    altered = altered_table(statement, context)
+    if altered is None:
         return
-    table = table_name(node.relation)
+    node, table = altered
     for command in alter_commands(node, AlterTableType.AT_AddConstraint):
         constraint = added_constraint(command)
         if constraint is not None and constraint.contype == kind:
@@ -38,6 +41,11 @@ def _new_constraints(
         if column is not None:
             for constraint in column_constraints(column, kind):
                 yield table, constraint, str(column.colname)
+
+
+def _if_exists(statement: ParsedStatement) -> bool:
+    """ALTER TABLE IF EXISTS: a missing table makes the statement a no-op."""
+    return isinstance(statement.node, ast.AlterTableStmt) and bool(statement.node.missing_ok)
 
 
 def _label(constraint: ast.Constraint, inline_column: str | None, what: str) -> str:
@@ -66,13 +74,18 @@ def _label(constraint: ast.Constraint, inline_column: str | None, what: str) -> 
         "CHECK (total_cents >= 0) NOT VALID;\n"
         "-- next migration:\n"
         "ALTER TABLE orders VALIDATE CONSTRAINT orders_total_positive;",
+        bites=Bites.WITH_ROWS,
     )
 )
 def add_check_without_not_valid(statement: ParsedStatement, context: FileContext) -> Iterator[Hit]:
     for table, constraint, column in _new_constraints(statement, context, ConstrType.CONSTR_CHECK):
         if not constraint.skip_validation:
             label = _label(constraint, column, "CHECK")
-            yield Hit(f"{label} on {table} scans every row under ACCESS EXCLUSIVE")
+            yield Hit(
+                f"{label} on {table} scans every row under ACCESS EXCLUSIVE",
+                subject=table,
+                missing_ok=_if_exists(statement),
+            )
 
 
 @statement_rule(
@@ -95,6 +108,7 @@ def add_check_without_not_valid(statement: ParsedStatement, context: FileContext
         "    FOREIGN KEY (coupon_id) REFERENCES coupons (id) NOT VALID;\n"
         "-- next migration:\n"
         "ALTER TABLE orders VALIDATE CONSTRAINT orders_coupon_id_fkey;",
+        bites=Bites.WITH_ROWS,
     )
 )
 def add_foreign_key_without_not_valid(
@@ -107,7 +121,9 @@ def add_foreign_key_without_not_valid(
             referenced = table_name(constraint.pktable)
             label = _label(constraint, column, "FOREIGN KEY")
             yield Hit(
-                f"{label} on {table} blocks writes to {table} and {referenced} while it scans"
+                f"{label} on {table} blocks writes to {table} and {referenced} while it scans",
+                subject=table,
+                missing_ok=_if_exists(statement),
             )
 
 
@@ -117,7 +133,11 @@ def _index_backed(
     for table, constraint, column in _new_constraints(statement, context, kind):
         if not constraint.indexname:
             label = _label(constraint, column, what)
-            yield Hit(f"{label} on {table} builds its index under ACCESS EXCLUSIVE")
+            yield Hit(
+                f"{label} on {table} builds its index under ACCESS EXCLUSIVE",
+                subject=table,
+                missing_ok=_if_exists(statement),
+            )
 
 
 @statement_rule(
@@ -140,6 +160,7 @@ def _index_backed(
         "-- next migration:\n"
         "ALTER TABLE customers ADD CONSTRAINT customers_email_key "
         "UNIQUE USING INDEX customers_email_key;",
+        bites=Bites.WITH_ROWS,
     )
 )
 def add_unique_without_index(statement: ParsedStatement, context: FileContext) -> Iterator[Hit]:
@@ -163,6 +184,7 @@ def add_unique_without_index(statement: ParsedStatement, context: FileContext) -
         "CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS events_pkey ON events (id);\n"
         "-- next migration:\n"
         "ALTER TABLE events ADD CONSTRAINT events_pkey PRIMARY KEY USING INDEX events_pkey;",
+        bites=Bites.WITH_ROWS,
     )
 )
 def add_primary_key_without_index(
@@ -189,12 +211,17 @@ def add_primary_key_without_index(
         "-- run in the announced maintenance window\n"
         "ALTER TABLE bookings ADD CONSTRAINT bookings_no_overlap\n"
         "    EXCLUDE USING gist (room WITH =, during WITH &&);",
+        bites=Bites.WITH_ROWS,
     )
 )
 def add_exclusion_constraint(statement: ParsedStatement, context: FileContext) -> Iterator[Hit]:
     for table, constraint, _ in _new_constraints(statement, context, ConstrType.CONSTR_EXCLUSION):
         label = _label(constraint, None, "EXCLUDE")
-        yield Hit(f"{label} on {table} builds its index under ACCESS EXCLUSIVE")
+        yield Hit(
+            f"{label} on {table} builds its index under ACCESS EXCLUSIVE",
+            subject=table,
+            missing_ok=_if_exists(statement),
+        )
 
 
 @statement_rule(
@@ -217,15 +244,19 @@ def add_exclusion_constraint(statement: ParsedStatement, context: FileContext) -
         safe_example="ALTER TABLE orders ADD CONSTRAINT orders_total_positive "
         "CHECK (total_cents >= 0) NOT VALID;\n"
         "-- VALIDATE CONSTRAINT goes in the next migration",
+        bites=Bites.WITH_ROWS,
     )
 )
 def validate_in_same_transaction(statement: ParsedStatement, context: FileContext) -> Iterator[Hit]:
     node = statement.node
     if not isinstance(node, ast.AlterTableStmt) or not context.in_transaction:
         return
+    if node.relation is None:
+        return
     for command in alter_commands(node, AlterTableType.AT_ValidateConstraint):
         if (table_key(node.relation), str(command.name)) in context.not_valid_constraints:
             yield Hit(
                 f"VALIDATE CONSTRAINT {command.name} runs in the transaction that added it, "
-                "so the scan happens under the ADD's lock"
+                "so the scan happens under the ADD's lock",
+                subject=relation_name(node.relation),
             )

@@ -9,25 +9,36 @@ from pglast import ast
 from pglast.enums import AlterTableType, DropBehavior, ObjectType
 
 from migrate_safe.lint.context import FileContext
-from migrate_safe.lint.model import Hit, Rule, Severity
+from migrate_safe.lint.facts import RelationName
+from migrate_safe.lint.model import Bites, Hit, Rule, Severity
 from migrate_safe.lint.registry import statement_rule
-from migrate_safe.lint.sqlast import ParsedStatement, alter_commands, dotted, table_name
+from migrate_safe.lint.rules.columns import altered_table
+from migrate_safe.lint.sqlast import ParsedStatement, alter_commands, object_name, relation_name
 
 
-def dropped_tables(statement: ParsedStatement, context: FileContext) -> list[str]:
+def dropped_tables(statement: ParsedStatement, context: FileContext) -> list[RelationName]:
+    """Tables a DROP TABLE removes, except those created earlier in the same file."""
     node = statement.node
     if not isinstance(node, ast.DropStmt) or node.removeType != ObjectType.OBJECT_TABLE:
         return []
-    names = [dotted(names) for names in node.objects or ()]
-    return [name for name in names if name.rsplit(".", 1)[-1] not in context.created_tables]
+    names = [object_name(names) for names in node.objects or ()]
+    return [name for name in names if name.name not in context.created_tables]
 
 
-def dropped_columns(statement: ParsedStatement, context: FileContext) -> list[str]:
-    node = statement.node
-    if not isinstance(node, ast.AlterTableStmt) or context.is_new_table(node.relation):
+def dropped_columns(
+    statement: ParsedStatement, context: FileContext
+) -> list[tuple[RelationName, str]]:
+    altered = altered_table(statement, context)
+    if altered is None:
         return []
-    table = table_name(node.relation)
-    return [f"{table}.{c.name}" for c in alter_commands(node, AlterTableType.AT_DropColumn)]
+    node, table = altered
+    return [(table, str(c.name)) for c in alter_commands(node, AlterTableType.AT_DropColumn)]
+
+
+def if_exists(statement: ParsedStatement) -> bool:
+    """DROP … IF EXISTS / ALTER TABLE IF EXISTS: a missing object makes it a no-op."""
+    node = statement.node
+    return isinstance(node, ast.DropStmt | ast.AlterTableStmt) and bool(node.missing_ok)
 
 
 def dropped_containers(statement: ParsedStatement) -> list[str]:
@@ -40,14 +51,17 @@ def dropped_containers(statement: ParsedStatement) -> list[str]:
     return []
 
 
-def truncated_tables(statement: ParsedStatement) -> list[str]:
+def truncated_tables(statement: ParsedStatement) -> list[RelationName]:
     node = statement.node
     if not isinstance(node, ast.TruncateStmt):
         return []
-    names = [table_name(r) for r in node.relations or () if isinstance(r, ast.RangeVar)]
-    if node.behavior == DropBehavior.DROP_CASCADE:
-        return [f"{name} (CASCADE: and every table referencing it)" for name in names]
-    return names
+    return [relation_name(r) for r in node.relations or () if isinstance(r, ast.RangeVar)]
+
+
+def _cascade(statement: ParsedStatement) -> str:
+    node = statement.node
+    cascades = isinstance(node, ast.TruncateStmt) and node.behavior == DropBehavior.DROP_CASCADE
+    return " (CASCADE: and every table referencing it)" if cascades else ""
 
 
 @statement_rule(
@@ -66,12 +80,17 @@ def truncated_tables(statement: ParsedStatement) -> list[str]:
         safe_example="-- migrate-safe:allow=MS401\n"
         "-- legacy_invoices unused since release 42; backup in s3://backups/legacy_invoices\n"
         "DROP TABLE legacy_invoices;",
+        bites=Bites.IF_IN_USE,
     )
 )
 def drop_table(statement: ParsedStatement, context: FileContext) -> Iterator[Hit]:
     if context.direction == "up":
         for table in dropped_tables(statement, context):
-            yield Hit(f"DROP TABLE {table} deletes its data")
+            yield Hit(
+                f"DROP TABLE {table} deletes its data",
+                subject=table,
+                missing_ok=if_exists(statement),
+            )
 
 
 @statement_rule(
@@ -90,12 +109,17 @@ def drop_table(statement: ParsedStatement, context: FileContext) -> Iterator[Hit
         safe_example="-- migrate-safe:allow=MS402\n"
         "-- status unused since release 42 (expand/contract step 3)\n"
         "ALTER TABLE orders DROP COLUMN status;",
+        bites=Bites.IF_IN_USE,
     )
 )
 def drop_column(statement: ParsedStatement, context: FileContext) -> Iterator[Hit]:
     if context.direction == "up":
-        for column in dropped_columns(statement, context):
-            yield Hit(f"DROP COLUMN {column} deletes its data and breaks code still using it")
+        for table, column in dropped_columns(statement, context):
+            yield Hit(
+                f"DROP COLUMN {table}.{column} deletes its data and breaks code still using it",
+                subject=table,
+                missing_ok=if_exists(statement),
+            )
 
 
 @statement_rule(
@@ -136,12 +160,16 @@ def drop_schema_or_database(statement: ParsedStatement, context: FileContext) ->
         "foreign key to it, transitively.",
         unsafe_example="TRUNCATE sessions CASCADE;",
         safe_example="DELETE FROM sessions WHERE expires_at < now() - interval '30 days';",
+        bites=Bites.IF_NOT_EMPTY,
     )
 )
 def truncate(statement: ParsedStatement, context: FileContext) -> Iterator[Hit]:
     if context.direction == "up":
+        cascade = _cascade(statement)
         for table in truncated_tables(statement):
-            yield Hit(f"TRUNCATE {table} deletes every row")
+            # CASCADE empties tables it does not name: the named one's size says nothing.
+            subject = None if cascade else table
+            yield Hit(f"TRUNCATE {table}{cascade} deletes every row", subject=subject)
 
 
 @statement_rule(
@@ -169,9 +197,9 @@ def destructive_down_migration(statement: ParsedStatement, context: FileContext)
         return
     losses = [
         *(f"table {t}" for t in dropped_tables(statement, context)),
-        *(f"column {c}" for c in dropped_columns(statement, context)),
+        *(f"column {t}.{c}" for t, c in dropped_columns(statement, context)),
         *dropped_containers(statement),
-        *(f"all rows of {t}" for t in truncated_tables(statement)),
+        *(f"all rows of {t}{_cascade(statement)}" for t in truncated_tables(statement)),
     ]
     for loss in losses:
         yield Hit(f"down migration destroys data: rolling back deletes {loss}")

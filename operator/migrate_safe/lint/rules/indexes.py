@@ -8,9 +8,15 @@ from pglast import ast
 from pglast.enums import ObjectType
 
 from migrate_safe.lint.context import FileContext
-from migrate_safe.lint.model import Hit, Rule, Severity
+from migrate_safe.lint.model import Bites, Hit, Rule, Severity
 from migrate_safe.lint.registry import statement_rule
-from migrate_safe.lint.sqlast import ParsedStatement, dotted, option_enabled, table_name
+from migrate_safe.lint.sqlast import (
+    ParsedStatement,
+    object_name,
+    option_enabled,
+    relation_name,
+    table_name,
+)
 
 NO_TRANSACTION = "-- migrate-safe:no-transaction"
 
@@ -35,18 +41,20 @@ NO_TRANSACTION = "-- migrate-safe:no-transaction"
         unsafe_example="CREATE INDEX orders_created_at_idx ON orders (created_at);",
         safe_example=f"{NO_TRANSACTION}\nCREATE INDEX CONCURRENTLY IF NOT EXISTS "
         "orders_created_at_idx ON orders (created_at);",
+        bites=Bites.WITH_ROWS,
     )
 )
 def create_index_without_concurrently(
     statement: ParsedStatement, context: FileContext
 ) -> Iterator[Hit]:
     node = statement.node
-    if not isinstance(node, ast.IndexStmt) or node.concurrent:
+    if not isinstance(node, ast.IndexStmt) or node.concurrent or node.relation is None:
         return
     if not context.is_new_table(node.relation):
         yield Hit(
-            f"CREATE INDEX on existing table {table_name(node.relation)} without "
-            "CONCURRENTLY blocks writes (SHARE lock) for the whole build"
+            f"CREATE INDEX on {table_name(node.relation)} without CONCURRENTLY blocks writes "
+            "(SHARE lock) for the whole build",
+            subject=relation_name(node.relation),
         )
 
 
@@ -65,6 +73,7 @@ def create_index_without_concurrently(
         "DROP INDEX CONCURRENTLY waits without blocking others.",
         unsafe_example="DROP INDEX orders_created_at_idx;",
         safe_example=f"{NO_TRANSACTION}\nDROP INDEX CONCURRENTLY IF EXISTS orders_created_at_idx;",
+        bites=Bites.IF_IN_USE,
     )
 )
 def drop_index_without_concurrently(
@@ -74,8 +83,13 @@ def drop_index_without_concurrently(
     if not isinstance(node, ast.DropStmt) or node.concurrent:
         return
     if node.removeType == ObjectType.OBJECT_INDEX:
-        names = ", ".join(dotted(names) for names in node.objects or ())
-        yield Hit(f"DROP INDEX {names} without CONCURRENTLY takes ACCESS EXCLUSIVE on its table")
+        for names in node.objects or ():
+            index = object_name(names)
+            yield Hit(
+                f"DROP INDEX {index} without CONCURRENTLY takes ACCESS EXCLUSIVE on its table",
+                subject=index,
+                missing_ok=bool(node.missing_ok),
+            )
 
 
 @statement_rule(
@@ -95,6 +109,7 @@ def drop_index_without_concurrently(
         "`_ccnew` INVALID index to drop.",
         unsafe_example="REINDEX INDEX orders_created_at_idx;",
         safe_example=f"{NO_TRANSACTION}\nREINDEX INDEX CONCURRENTLY orders_created_at_idx;",
+        bites=Bites.WITH_ROWS,
     )
 )
 def reindex_without_concurrently(statement: ParsedStatement, context: FileContext) -> Iterator[Hit]:
@@ -102,12 +117,17 @@ def reindex_without_concurrently(statement: ParsedStatement, context: FileContex
     if not isinstance(node, ast.ReindexStmt) or option_enabled(node.params, "concurrently"):
         return
     target = table_name(node.relation) if node.relation else str(node.name or "")
+    subject = relation_name(node.relation) if node.relation else None
     if context.pg_version >= 12:
-        yield Hit(f"REINDEX {target} without CONCURRENTLY blocks the table while it rebuilds")
+        yield Hit(
+            f"REINDEX {target} without CONCURRENTLY blocks the table while it rebuilds",
+            subject=subject,
+        )
     else:
         yield Hit(
             f"REINDEX {target} blocks the table while it rebuilds, and PostgreSQL "
             f"{context.pg_version} has no REINDEX CONCURRENTLY",
             "CREATE INDEX CONCURRENTLY a replacement, DROP INDEX CONCURRENTLY the old one, "
             "then rename the new one",
+            subject=subject,
         )

@@ -8,13 +8,14 @@ from pglast import ast
 from pglast.enums import AlterTableType, ConstrType
 
 from migrate_safe.lint.context import FileContext
-from migrate_safe.lint.model import Hit, Rule, Severity
+from migrate_safe.lint.model import Bites, Hit, Rule, Severity
 from migrate_safe.lint.registry import statement_rule
 from migrate_safe.lint.sqlast import (
     ParsedStatement,
     alter_commands,
     dotted,
     option_enabled,
+    relation_name,
     table_name,
 )
 
@@ -46,18 +47,28 @@ FIRST_WRITE_BLOCKING_MODE = 5
         "it; they also need up to twice the disk space.",
         unsafe_example="VACUUM FULL orders;",
         safe_example="-- run by the DBA outside the migration: pg_repack --table=orders",
+        bites=Bites.WITH_ROWS,
     )
 )
 def vacuum_full_or_cluster(statement: ParsedStatement, context: FileContext) -> Iterator[Hit]:
     node = statement.node
     if isinstance(node, ast.VacuumStmt) and option_enabled(node.options, "full"):
-        tables = [table_name(r.relation) for r in node.rels or () if r.relation is not None]
-        yield Hit(
-            f"VACUUM FULL {', '.join(tables) or '(every table)'} rewrites under ACCESS EXCLUSIVE"
-        )
+        tables = [r.relation for r in node.rels or () if r.relation is not None]
+        for table in tables:
+            yield Hit(
+                f"VACUUM FULL {table_name(table)} rewrites under ACCESS EXCLUSIVE",
+                subject=relation_name(table),
+            )
+        if not tables:
+            yield Hit("VACUUM FULL (every table) rewrites under ACCESS EXCLUSIVE")
     elif isinstance(node, ast.ClusterStmt):
-        target = table_name(node.relation) if node.relation else "(every clustered table)"
-        yield Hit(f"CLUSTER {target} rewrites under ACCESS EXCLUSIVE")
+        if node.relation is None:
+            yield Hit("CLUSTER (every clustered table) rewrites under ACCESS EXCLUSIVE")
+        else:
+            yield Hit(
+                f"CLUSTER {table_name(node.relation)} rewrites under ACCESS EXCLUSIVE",
+                subject=relation_name(node.relation),
+            )
 
 
 @statement_rule(
@@ -74,14 +85,20 @@ def vacuum_full_or_cluster(statement: ParsedStatement, context: FileContext) -> 
         "and waiting for the lock queues all traffic behind it.",
         unsafe_example="LOCK TABLE orders IN ACCESS EXCLUSIVE MODE;",
         safe_example="LOCK TABLE orders IN SHARE UPDATE EXCLUSIVE MODE;",
+        bites=Bites.IF_IN_USE,
     )
 )
 def lock_table(statement: ParsedStatement, context: FileContext) -> Iterator[Hit]:
     node = statement.node
     mode = node.mode if isinstance(node, ast.LockStmt) else None
     if isinstance(node, ast.LockStmt) and mode is not None and mode >= FIRST_WRITE_BLOCKING_MODE:
-        tables = ", ".join(table_name(r) for r in node.relations or ())
-        yield Hit(f"LOCK TABLE {tables} IN {LOCK_MODES[mode]} MODE blocks writes until commit")
+        for table in node.relations or ():
+            if isinstance(table, ast.RangeVar):
+                yield Hit(
+                    f"LOCK TABLE {table_name(table)} IN {LOCK_MODES[mode]} MODE blocks writes "
+                    "until commit",
+                    subject=relation_name(table),
+                )
 
 
 @statement_rule(
@@ -101,6 +118,7 @@ def lock_table(statement: ParsedStatement, context: FileContext) -> Iterator[Hit
         unsafe_example="ALTER TABLE events DETACH PARTITION events_2023;",
         safe_example="-- migrate-safe:no-transaction\n"
         "ALTER TABLE events DETACH PARTITION events_2023 CONCURRENTLY;",
+        bites=Bites.IF_IN_USE,
     )
 )
 def detach_partition_without_concurrently(
@@ -115,12 +133,14 @@ def detach_partition_without_concurrently(
                 f"DETACH PARTITION {table_name(detach.name)} blocks every query on "
                 f"{table_name(node.relation)}"
             )
+            parent = relation_name(node.relation) if node.relation else None
             if context.pg_version >= 14:
-                yield Hit(message)
+                yield Hit(message, subject=parent)
             else:
                 yield Hit(
                     message + f" (PostgreSQL {context.pg_version} has no concurrent detach)",
                     "detach in a maintenance window, or upgrade to PostgreSQL 14+",
+                    subject=parent,
                 )
 
 

@@ -6,10 +6,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from pglast import ast
-from pglast.enums import AlterTableType, ConstrType, ReindexObjectType, TransactionStmtKind
+from pglast.enums import AlterTableType, ConstrType, ReindexObjectType
 
 from migrate_safe.lint.context import FileContext
-from migrate_safe.lint.model import Hit, Rule, Severity
+from migrate_safe.lint.facts import RelationName
+from migrate_safe.lint.model import Bites, Hit, Rule, Severity
 from migrate_safe.lint.registry import file_rule, statement_rule
 from migrate_safe.lint.sqlast import (
     ParsedStatement,
@@ -17,7 +18,15 @@ from migrate_safe.lint.sqlast import (
     alter_commands,
     column_constraints,
     option_enabled,
+    relation_name,
     table_name,
+)
+from migrate_safe.statements import (
+    ScriptBody,
+    Statement,
+    TransactionControl,
+    classify_transactions,
+    describe_refusal,
 )
 
 NO_TRANSACTION = "-- migrate-safe:no-transaction"
@@ -135,19 +144,16 @@ def needs_newer_postgres(statement: ParsedStatement, context: FileContext) -> It
         yield Hit(f"{feature} needs PostgreSQL {version}; the target is {context.pg_version}")
 
 
-_OPENING = {TransactionStmtKind.TRANS_STMT_BEGIN, TransactionStmtKind.TRANS_STMT_START}
-_ENDING = {
-    TransactionStmtKind.TRANS_STMT_COMMIT,
-    TransactionStmtKind.TRANS_STMT_ROLLBACK,
-    TransactionStmtKind.TRANS_STMT_PREPARE,
-    TransactionStmtKind.TRANS_STMT_COMMIT_PREPARED,
-    TransactionStmtKind.TRANS_STMT_ROLLBACK_PREPARED,
-}
+def _transactions(statements: list[ParsedStatement], context: FileContext) -> ScriptBody:
+    """The engine's own reading of the file's transaction control (statements.py), so lint
+    and the engine can never disagree about what runs."""
+    return classify_transactions(
+        [Statement(s.sql, s.line) for s in statements], no_transaction=not context.transactional
+    )
 
 
-def _transaction_kind(statement: ParsedStatement) -> TransactionStmtKind | None:
-    node = statement.node
-    return node.kind if isinstance(node, ast.TransactionStmt) else None
+def _at(statements: list[ParsedStatement], control: TransactionControl) -> ParsedStatement:
+    return next(s for s in statements if s.line == control.statement.line)
 
 
 @file_rule(
@@ -156,44 +162,62 @@ def _transaction_kind(statement: ParsedStatement) -> TransactionStmtKind | None:
         name="transaction-control",
         severity=Severity.ERROR,
         family="transactions",
-        summary="BEGIN/COMMIT/ROLLBACK inside a transactional migration, or a BEGIN that is "
-        "never closed",
-        safe_alternative="remove BEGIN/COMMIT: the harness already runs the file in one "
-        "transaction, together with its ledger row; in a no-transaction migration close "
-        "every BEGIN",
+        summary="COMMIT, ROLLBACK, SAVEPOINT or a BEGIN mid-file: transaction control that would "
+        "end or split the harness's transaction (the harness refuses the file)",
+        safe_alternative="remove it: the harness runs each migration in its own transaction, "
+        "together with its ledger row (a plain BEGIN … COMMIT around the whole file is "
+        "accepted); split work that must commit separately into migrations of its own",
         lock="n/a",
-        why="A COMMIT in the file commits part of the migration before the harness records it, "
-        "so a later failure leaves a schema change the ledger does not know about. In a "
-        "no-transaction migration a BEGIN without COMMIT is rolled back when the session ends: "
-        "the migration seems to succeed but nothing is applied.",
-        unsafe_example="BEGIN;\nALTER TABLE orders ADD COLUMN note text;\nCOMMIT;",
+        why="A COMMIT in the file would commit part of the migration before the harness records "
+        "it, so a later failure leaves a schema change the ledger does not know about, and what "
+        "follows runs without lock_timeout; a ROLLBACK silently discards what came before. The "
+        "harness therefore refuses such a file before anything runs (exit 5), in every path. In "
+        "a no-transaction migration each statement runs on its own, so no transaction control "
+        "belongs there at all.",
+        unsafe_example="ALTER TABLE orders ADD COLUMN note text;\nCOMMIT;\n"
+        "CREATE INDEX orders_note_idx ON orders (note);",
         safe_example="ALTER TABLE orders ADD COLUMN note text;",
     )
 )
 def transaction_control(
     statements: list[ParsedStatement], context: FileContext
 ) -> Iterator[tuple[ParsedStatement, Hit]]:
-    if context.transactional:
-        for statement in statements:
-            kind = _transaction_kind(statement)
-            if kind in _OPENING or kind in _ENDING:
-                yield (
-                    statement,
-                    Hit(
-                        "transaction control in a migration the harness already runs in a "
-                        "transaction: it would split the migration from its ledger row"
-                    ),
-                )
-        return
-    open_block: ParsedStatement | None = None
-    for statement in statements:
-        kind = _transaction_kind(statement)
-        if kind in _OPENING:
-            open_block = statement
-        elif kind in _ENDING:
-            open_block = None
-    if open_block is not None:
-        yield open_block, Hit("BEGIN without COMMIT: the work is rolled back when the session ends")
+    for control in _transactions(statements, context).refused:
+        message = describe_refusal(control, no_transaction=not context.transactional)
+        yield _at(statements, control), Hit(message)
+
+
+@file_rule(
+    Rule(
+        id="MS607",
+        name="transaction-wrapper",
+        severity=Severity.INFO,
+        family="transactions",
+        summary="The file wraps itself in BEGIN … COMMIT; the harness drops the wrapper",
+        safe_alternative="nothing to do: the harness runs the file in its own transaction; "
+        "remove the wrapper if the file is only ever run by migrate-safe",
+        lock="n/a",
+        why="golang-migrate runs each file outside a transaction, so authors often wrap files "
+        "in BEGIN … COMMIT themselves. A plain wrapper around the whole file means what the "
+        "harness does anyway, so it is dropped (and said so) rather than refused.",
+        unsafe_example="BEGIN;\nALTER TABLE orders ADD COLUMN note text;\nCOMMIT;",
+        safe_example="ALTER TABLE orders ADD COLUMN note text;",
+    )
+)
+def transaction_wrapper(
+    statements: list[ParsedStatement], context: FileContext
+) -> Iterator[tuple[ParsedStatement, Hit]]:
+    wrapper = _transactions(statements, context).wrapper
+    if wrapper is not None:
+        begin, commit = wrapper
+        yield (
+            _at(statements, begin),
+            Hit(
+                f"{begin.keyword} (line {begin.statement.line}) … {commit.keyword} (line "
+                f"{commit.statement.line}) wraps the whole file: dropped, the harness runs the "
+                "file in its own transaction"
+            ),
+        )
 
 
 def takes_table_lock(statement: ParsedStatement, context: FileContext) -> bool:
@@ -251,14 +275,17 @@ def missing_lock_timeout(
             return
 
 
-def _unbounded_dml(statement: ParsedStatement, context: FileContext) -> str | None:
+def _unbounded_dml(
+    statement: ParsedStatement, context: FileContext
+) -> tuple[str, RelationName] | None:
+    """(`UPDATE t`, t) for an UPDATE or DELETE without WHERE on a table older than the file."""
     node = statement.node
     if not isinstance(node, ast.UpdateStmt | ast.DeleteStmt) or node.whereClause is not None:
         return None
-    if context.is_new_table(node.relation):
+    if node.relation is None or context.is_new_table(node.relation):
         return None
     verb = "UPDATE" if isinstance(node, ast.UpdateStmt) else "DELETE FROM"
-    return f"{verb} {table_name(node.relation)}"
+    return f"{verb} {table_name(node.relation)}", relation_name(node.relation)
 
 
 @file_rule(
@@ -279,6 +306,7 @@ def _unbounded_dml(statement: ParsedStatement, context: FileContext) -> str | No
         safe_example="ALTER TABLE orders ADD COLUMN state text;\n"
         "-- next migration, in batches:\n"
         "UPDATE orders SET state = status WHERE id BETWEEN 1 AND 10000 AND state IS NULL;",
+        bites=Bites.WITH_ROWS,
     )
 )
 def ddl_with_backfill(
@@ -290,13 +318,15 @@ def ddl_with_backfill(
     if ddl is None:
         return
     for statement in statements:
-        dml = _unbounded_dml(statement, context)
-        if dml:
+        found = _unbounded_dml(statement, context)
+        if found:
+            dml, table = found
             yield (
                 statement,
                 Hit(
                     f"{dml} without WHERE runs in one transaction with the DDL on line {ddl.line}, "
-                    "which keeps its lock until every row is changed"
+                    "which keeps its lock until every row is changed",
+                    subject=table,
                 ),
             )
 
