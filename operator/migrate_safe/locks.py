@@ -4,6 +4,7 @@ holds locks on the relations a migration is about to touch (so we do not queue b
 
 from __future__ import annotations
 
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,9 +69,9 @@ def own_relation_locks(conn: psycopg.Connection[Any], ledger_schema: str) -> set
     return {HeldLock(str(r[0]), str(r[1])) for r in rows}
 
 
-def resolve_relations(conn: psycopg.Connection[Any], relations: set[Relation]) -> list[int]:
+def resolve_relations(conn: psycopg.Connection[Any], relations: AbstractSet[Relation]) -> list[int]:
     """OIDs of the named relations that exist now (a table created by the migration does not)."""
-    names = [str(r) for r in sorted(relations)]
+    names = sorted(str(r) for r in relations)  # schema may be None: sort the names
     if not names:
         return []
     rows = conn.execute(
