@@ -8,12 +8,15 @@ The password reaches pg_dump through PGPASSWORD, never on a command line `ps` ca
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import gzip
 import hashlib
 import json
 import os
 import shutil
 import subprocess
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -24,7 +27,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from migrate_safe.config import Redactor, describe_dsn
-from migrate_safe.errors import ConfigError, PreflightFailed
+from migrate_safe.errors import ConfigError, PreflightFailed, RollbackFailed
 
 LATEST = "latest-backup.txt"
 FORMATS = {"custom": ".dump", "plain-gzip": ".sql.gz"}
@@ -33,6 +36,10 @@ PLAIN_HEADER = b"-- PostgreSQL database dump"
 
 class BackupFailed(PreflightFailed):
     """No verified backup: nothing may be applied (exit 1 from the apply pipeline)."""
+
+
+class RestoreFailed(RollbackFailed):
+    """A restore that could not be done or did not finish: the recovery path failed (exit 4)."""
 
 
 @dataclass(frozen=True)
@@ -119,14 +126,25 @@ class BackupJob:
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         path = self.directory / f"backup-{stamp}-{self.run_id}{FORMATS[self.format]}"
         pg_dump = client_tool("pg_dump", self.conn.info.server_version)
+        try:
+            manifest = self._take(pg_dump, path, ledger_version, fingerprint)
+        except BaseException as error:
+            # Half-written files are no backup; removing them must not hide why they failed.
+            for leftover in (path, manifest_path(path)):
+                with contextlib.suppress(OSError):
+                    leftover.unlink(missing_ok=True)
+            raise _explained(error, self.directory) from None
+        self._apply_retention()
+        return manifest
+
+    def _take(
+        self, pg_dump: str, path: Path, ledger_version: int | None, fingerprint: str | None
+    ) -> Manifest:
+        """Dump, read back, describe in a manifest, then point `latest` at it."""
         wal_lsn, restore_point = self._mark_wal()
         started = time.monotonic()
-        try:
-            self._dump(pg_dump, path)
-            self._verify(path)
-        except BaseException:
-            path.unlink(missing_ok=True)
-            raise
+        self._dump(pg_dump, path)
+        self._verify(path)
         manifest = Manifest(
             file=path.name,
             format=self.format,
@@ -144,14 +162,23 @@ class BackupJob:
         )
         _write_private(manifest_path(path), json.dumps(manifest.as_dict(), indent=2) + "\n")
         _write_private(self.directory / LATEST, path.name + "\n")
-        self._apply_retention()
         return manifest
 
     def _prepare_directory(self) -> None:
+        """Refuse, before pg_dump starts, a directory that cannot take a file: not creatable,
+        not a directory, a read-only mount, no permission."""
+        where = f"--backup-dir / [backup] dir {self.directory}"
+        if self.directory.exists() and not self.directory.is_dir():
+            raise ConfigError(f"{where}: not a directory; nothing was applied")
         try:
             self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+            with tempfile.TemporaryFile(dir=self.directory):
+                pass  # a file can be created there (root ignores modes, not read-only mounts)
         except OSError as error:
-            raise ConfigError(f"--backup-dir {self.directory}: {error.strerror}") from None
+            raise ConfigError(
+                f"{where}: cannot write there ({error.strerror}); point it at a writable "
+                "directory or pass --no-backup; nothing was applied"
+            ) from None
 
     def _mark_wal(self) -> tuple[str | None, str | None]:
         """Record the WAL position and a named restore point, so point-in-time recovery has a
@@ -175,11 +202,17 @@ class BackupJob:
             path.chmod(0o600)
             return
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb") as out:
-            process = subprocess.Popen(
-                [pg_dump, "--format=plain", *common], env=env,
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            )  # fmt: skip
+        with (
+            os.fdopen(fd, "wb") as raw,
+            gzip.GzipFile(fileobj=raw, mode="wb") as out,
+            # Leaving this block closes pg_dump's pipe and waits, also when a write fails.
+            subprocess.Popen(
+                [pg_dump, "--format=plain", *common],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            ) as process,
+        ):
             assert process.stdout is not None and process.stderr is not None
             shutil.copyfileobj(process.stdout, out)
             stderr = process.stderr.read().decode(errors="replace")
@@ -211,9 +244,12 @@ class BackupJob:
     def _apply_retention(self) -> None:
         backups = sorted(self.directory.glob("backup-*.json"))
         for stale in backups[: max(0, len(backups) - self.retention)]:
-            manifest = json.loads(stale.read_text())
-            (self.directory / str(manifest["file"])).unlink(missing_ok=True)
-            stale.unlink()
+            # Housekeeping after a verified backup: a stale entry that cannot be read or
+            # removed stays where it is rather than fail the run.
+            with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+                manifest = json.loads(stale.read_text())
+                (self.directory / str(manifest["file"])).unlink(missing_ok=True)
+                stale.unlink()
 
 
 def manifest_path(backup: Path) -> Path:
@@ -221,22 +257,69 @@ def manifest_path(backup: Path) -> Path:
 
 
 def _write_private(path: Path, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
+    """Write via a temporary file and a rename, so a full volume never leaves a truncated
+    manifest or `latest` pointer that would send a restore to the wrong backup."""
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        Path(temporary).replace(path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            Path(temporary).unlink()
+        raise
+
+
+_NO_SPACE = os.strerror(errno.ENOSPC)
+
+
+def _explained(error: BaseException, directory: Path) -> BaseException:
+    """A failed write as a BackupFailed naming the directory; anything else unchanged."""
+    if isinstance(error, OSError):
+        return BackupFailed(_write_problem(directory, error))
+    if isinstance(error, BackupFailed) and _NO_SPACE in error.message:
+        # pg_dump writes the custom format itself: only its message tells the volume is full.
+        full = _write_problem(directory, OSError(errno.ENOSPC, _NO_SPACE))
+        return BackupFailed(f"{full} ({error.message})")
+    return error
+
+
+def _write_problem(directory: Path, error: OSError) -> str:
+    """What went wrong writing a backup, naming the directory and the way out."""
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return (
+            f"backup directory {directory}: the volume is full ({error.strerror}); free space "
+            "there or point --backup-dir / [backup] dir elsewhere; nothing was applied"
+        )
+    culprit = f" ({Path(error.filename).name})" if error.filename else ""
+    return f"backup directory {directory}: {error.strerror}{culprit}; nothing was applied"
 
 
 def resolve_backup(directory: Path, choice: str) -> Path:
-    """`latest` (the pointer in the backup dir) or a path."""
+    """`latest` (the pointer in the backup dir) or a path. A backup that is not there fails
+    the restore (exit 4): it is a recovery path, and the recovery cannot happen."""
     if choice != "latest":
         path = Path(choice)
         if not path.is_file():
-            raise ConfigError(f"--backup {choice}: no such file")
+            raise RestoreFailed(f"--backup {choice}: no such file; nothing was restored")
         return path
     pointer = directory / LATEST
-    if not pointer.is_file():
-        raise ConfigError(f"--backup latest: {pointer} not found (no backup taken yet?)")
-    return directory / pointer.read_text().strip()
+    try:
+        name = pointer.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        raise RestoreFailed(
+            f"--backup latest: {pointer} not found (no backup taken yet in --backup-dir "
+            f"{directory}?); nothing was restored"
+        ) from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise RestoreFailed(f"--backup latest: cannot read {pointer}: {error}") from None
+    path = directory / name
+    if not name or Path(name).name != name or not path.is_file():
+        raise RestoreFailed(
+            f"--backup latest: {pointer} names {name!r}, which is not a backup file in "
+            f"{directory}; pass --backup PATH; nothing was restored"
+        )
+    return path
 
 
 # Drops every application object before the backup's script recreates them, so objects a bad
@@ -292,34 +375,58 @@ def has_user_objects(conn: psycopg.Connection[Any]) -> bool:
     return bool(row and row[0])
 
 
-def verify_checksum(path: Path) -> Manifest | None:
-    """The manifest beside a backup, after checking the file still has its sha256."""
+def verify_checksum(path: Path, *, allow_missing: bool) -> Manifest | None:
+    """The manifest beside a backup, after checking the file still has its sha256. Without a
+    manifest there is nothing to check the file against: refused unless `allow_missing`."""
     manifest_file = manifest_path(path)
     if not manifest_file.exists():
-        return None
-    manifest = Manifest(**json.loads(manifest_file.read_text()))
-    actual = sha256_file(path)
+        if allow_missing:
+            return None
+        raise RestoreFailed(
+            f"{path}: no manifest ({manifest_file.name}) beside it, so its sha256 cannot be "
+            "checked; nothing was restored (restore it anyway with --allow-missing-manifest)"
+        )
+    try:
+        manifest = Manifest(**json.loads(manifest_file.read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError) as error:
+        raise RestoreFailed(
+            f"{manifest_file}: not a readable migrate-safe manifest ({error}); nothing was restored"
+        ) from None
+    try:
+        actual = sha256_file(path)
+    except OSError as error:
+        raise RestoreFailed(f"{path}: cannot be read ({error.strerror})") from None
     if actual != manifest.sha256:
-        raise ConfigError(f"{path}: sha256 {actual} differs from its manifest ({manifest.sha256})")
+        raise RestoreFailed(
+            f"{path}: sha256 {actual} differs from its manifest ({manifest.sha256}); "
+            "nothing was restored"
+        )
     return manifest
 
 
-def restore(
-    conn: psycopg.Connection[Any], dsn: str, path: Path, redact: Redactor
-) -> Manifest | None:
-    """Replace the database's application objects with the backup's, in one transaction."""
-    manifest = verify_checksum(path)
+def restore(conn: psycopg.Connection[Any], dsn: str, path: Path, redact: Redactor) -> None:
+    """Replace the database's application objects with the backup's, in one transaction:
+    a failure anywhere leaves the database as it was."""
     version = conn.info.server_version
-    if path.name.endswith(".sql.gz"):
+    try:
+        script = _restore_script(path, version, redact)
+        client_dsn, env = client_env(dsn)
+        psql = [client_tool("psql", version), "--no-psqlrc", "--quiet", "--single-transaction"]
+        psql += ["-v", "ON_ERROR_STOP=1", "--dbname", client_dsn]
+        _run(psql, env, redact, input=_CLEAR_USER_OBJECTS.encode() + script)
+    except BackupFailed as error:
+        raise RestoreFailed(
+            f"restore of {path.name} failed; the database is unchanged: {error.message}"
+        ) from None
+
+
+def _restore_script(path: Path, server_version: int, redact: Redactor) -> bytes:
+    """The backup as one SQL script (pg_restore renders a custom-format archive)."""
+    if not path.name.endswith(".sql.gz"):
+        command = [client_tool("pg_restore", server_version), "--file=-", str(path)]
+        return _run(command, dict(os.environ), redact).encode()
+    try:
         with gzip.open(path, "rb") as handle:
-            script = handle.read()
-    else:
-        command = [client_tool("pg_restore", version), "--file=-", str(path)]
-        script = _run(command, dict(os.environ), redact).encode()
-    client_dsn, env = client_env(dsn)
-    _run(
-        [client_tool("psql", version), "--no-psqlrc", "--quiet", "--single-transaction",
-         "-v", "ON_ERROR_STOP=1", "--dbname", client_dsn],
-        env, redact, input=_CLEAR_USER_OBJECTS.encode() + script,
-    )  # fmt: skip
-    return manifest
+            return handle.read()
+    except (OSError, EOFError) as error:
+        raise RestoreFailed(f"{path}: not a readable gzip file ({error})") from None

@@ -34,6 +34,16 @@ def parse_duration(text: str, *, what: str) -> float:
     return sum(float(n) * _UNIT_SECONDS[u] for n, u in parts)
 
 
+def parse_positive_duration(text: str, *, what: str, zero_means: str) -> float:
+    """A duration of at least 1ms: `zero_means` says why zero is refused, e.g. that
+    PostgreSQL reads a zero timeout as "no timeout" (wait forever). Below 1ms counts as
+    zero, because PostgreSQL receives whole milliseconds (`format_duration`)."""
+    seconds = parse_duration(text, what=what)
+    if round(seconds * 1000) < 1:
+        raise ConfigError(f"{what}: {text!r} is less than 1ms; {zero_means}; give e.g. 500ms")
+    return seconds
+
+
 def format_duration(seconds: float) -> str:
     """Render seconds the way PostgreSQL settings accept them ('500ms')."""
     return f"{round(seconds * 1000)}ms"
@@ -42,6 +52,20 @@ def format_duration(seconds: float) -> str:
 def validate_identifier(name: str, *, what: str) -> str:
     if not _IDENTIFIER.match(name):
         raise ConfigError(f"{what}: {name!r} is not a plain lower-case SQL identifier")
+    return name
+
+
+def validate_ledger_schema(name: str) -> str:
+    """The ledger needs a schema of its own: the fingerprint and the drift check skip the
+    ledger's schema, so a shared one (`public`) would hide every application change."""
+    what = "--ledger-schema / MIGRATE_SAFE_LEDGER_SCHEMA"
+    validate_identifier(name, what=what)
+    if name in ("public", "information_schema") or name.startswith("pg_"):
+        raise ConfigError(
+            f"{what}: {name!r} is not a schema the ledger may own: the fingerprint and the "
+            f"drift check skip the ledger's schema, so everything else in {name} would go "
+            f"unseen; use a schema of its own such as {DEFAULT_LEDGER_SCHEMA} (the default)"
+        )
     return name
 
 
@@ -125,7 +149,7 @@ class Settings:
     redact: Redactor = field(default_factory=Redactor)
 
     def __post_init__(self) -> None:
-        validate_identifier(self.ledger_schema, what="--ledger-schema")
+        validate_ledger_schema(self.ledger_schema)
         if self.database_url:
             self.redact.add_secret(dsn_password(self.database_url))
 

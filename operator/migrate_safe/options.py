@@ -3,80 +3,92 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+from migrate_safe.backup import FORMATS
 from migrate_safe.errors import ConfigError
 from migrate_safe.lint import LintConfig, Severity, lint_config_from_table
 from migrate_safe.pipeline import PhaseOptions
 from migrate_safe.preflight import FAIL, WARN, PreflightConfig
-from migrate_safe.settings_file import DEFAULT_FILE, load_settings_file, section
+from migrate_safe.settings_file import (
+    DEFAULT_FILE,
+    above_zero,
+    load_settings_file,
+    not_empty,
+    one_of,
+    read_section,
+    setting,
+)
 
-PREFLIGHT_KEYS = {
-    "long_transaction_seconds",
-    "idle_in_transaction_seconds",
-    "blocked_seconds",
-    "replication_lag_seconds",
-    "fail_on",
-    "warn_on",
-}
-BACKUP_KEYS = {"dir", "format", "retention", "lock_wait_seconds"}
+T = TypeVar("T")
+_PREFLIGHT = PreflightConfig()
+_PHASE = PhaseOptions()
 
 
-def _pick(
-    args: argparse.Namespace, flag: str, table: dict[str, Any], key: str, default: Any
-) -> Any:
-    value = getattr(args, flag, None)
-    if value is not None:
-        return value
-    return table.get(key, default)
+@dataclass(frozen=True)
+class PreflightTable:
+    """`[preflight]`: thresholds in seconds and severity overrides (flags win)."""
+
+    long_transaction_seconds: float = setting(_PREFLIGHT.long_transaction_seconds, above_zero)
+    idle_in_transaction_seconds: float = setting(_PREFLIGHT.idle_in_transaction_seconds, above_zero)
+    blocked_seconds: float = setting(_PREFLIGHT.blocked_seconds, above_zero)
+    replication_lag_seconds: float = setting(_PREFLIGHT.replication_lag_seconds, above_zero)
+    fail_on: tuple[str, ...] = setting(())
+    warn_on: tuple[str, ...] = setting(())
+
+
+@dataclass(frozen=True)
+class BackupTable:
+    """`[backup]`: where and how backups are taken (flags win)."""
+
+    dir: str = setting(str(_PHASE.backup_dir), not_empty)
+    format: str = setting(_PHASE.backup_format, one_of(*FORMATS))
+    retention: int = setting(_PHASE.retention, above_zero)
+    lock_wait_seconds: float = setting(_PHASE.backup_lock_wait, above_zero)
+
+
+def _flag_or(args: argparse.Namespace, flag: str, from_file: T) -> T:
+    """The flag when given, else the settings file's value (or the table's default)."""
+    value: T | None = getattr(args, flag, None)
+    return from_file if value is None else value
 
 
 def preflight_config(args: argparse.Namespace, file: dict[str, Any]) -> PreflightConfig:
-    origin = getattr(args, "config", None)
-    table = section(file, "preflight", PREFLIGHT_KEYS, origin)
-    defaults = PreflightConfig()
-    fail_on = list(table.get("fail_on", [])) + list(getattr(args, "fail_on", None) or [])
-    warn_on = list(table.get("warn_on", [])) + list(getattr(args, "warn_on", None) or [])
+    table = read_section(file, "preflight", PreflightTable, getattr(args, "config", None))
+    fail_on = [*table.fail_on, *(getattr(args, "fail_on", None) or [])]
+    warn_on = [*table.warn_on, *(getattr(args, "warn_on", None) or [])]
     PreflightConfig.validate_names(fail_on, "--fail-on / [preflight] fail_on")
     PreflightConfig.validate_names(warn_on, "--warn-on / [preflight] warn_on")
     both = set(fail_on) & set(warn_on)
     if both:
         raise ConfigError(f"check(s) {', '.join(sorted(both))} both in fail_on and warn_on")
     return PreflightConfig(
-        long_transaction_seconds=float(
-            _pick(args, "long_transaction_seconds", table, "long_transaction_seconds",
-                  defaults.long_transaction_seconds)
+        long_transaction_seconds=_flag_or(
+            args, "long_transaction_seconds", table.long_transaction_seconds
         ),
-        idle_in_transaction_seconds=float(
-            _pick(args, "idle_in_transaction_seconds", table, "idle_in_transaction_seconds",
-                  defaults.idle_in_transaction_seconds)
+        idle_in_transaction_seconds=_flag_or(
+            args, "idle_in_transaction_seconds", table.idle_in_transaction_seconds
         ),
-        blocked_seconds=float(table.get("blocked_seconds", defaults.blocked_seconds)),
-        replication_lag_seconds=float(
-            _pick(args, "replication_lag_seconds", table, "replication_lag_seconds",
-                  defaults.replication_lag_seconds)
+        blocked_seconds=table.blocked_seconds,
+        replication_lag_seconds=_flag_or(
+            args, "replication_lag_seconds", table.replication_lag_seconds
         ),
         severity={**{name: FAIL for name in fail_on}, **{name: WARN for name in warn_on}},
-    )  # fmt: skip
+    )
 
 
 def phase_options(args: argparse.Namespace) -> PhaseOptions:
     origin: Path | None = getattr(args, "config", None)
     file = load_settings_file(origin)
-    backup = section(file, "backup", BACKUP_KEYS, origin)
-    defaults = PhaseOptions()
-    retention = int(_pick(args, "retention", backup, "retention", defaults.retention))
-    if retention < 1:
-        raise ConfigError("--retention must be at least 1")
+    backup = read_section(file, "backup", BackupTable, origin)
     return PhaseOptions(
         preflight=preflight_config(args, file),
-        backup_dir=Path(_pick(args, "backup_dir", backup, "dir", defaults.backup_dir)),
-        backup_format=str(_pick(args, "backup_format", backup, "format", defaults.backup_format)),
-        retention=retention,
-        backup_lock_wait=float(
-            _pick(args, "backup_lock_wait", backup, "lock_wait_seconds", defaults.backup_lock_wait)
-        ),
+        backup_dir=_flag_or(args, "backup_dir", Path(backup.dir)),
+        backup_format=_flag_or(args, "backup_format", backup.format),
+        retention=_flag_or(args, "retention", backup.retention),
+        backup_lock_wait=_flag_or(args, "backup_lock_wait", backup.lock_wait_seconds),
         expected_fingerprint=getattr(args, "expected_fingerprint", None),
         expected_plan_hash=getattr(args, "expect_plan_hash", None),
         lint=lint_config(args, file),

@@ -46,8 +46,13 @@ def _ledger_at_target(state: LedgerState, target: int | None) -> Check:
     current = state.current_version
     evidence = [{"current_version": current, "target_version": goal}]
     if current != goal:
-        return Check("LedgerAtTarget", FAIL, f"ledger at {current}, expected {goal}", evidence)
-    return Check("LedgerAtTarget", PASS, f"ledger at {current}", evidence)
+        return Check(
+            "LedgerAtTarget",
+            FAIL,
+            f"ledger at {current or 'none'}, expected {goal or 'none'}",
+            evidence,
+        )
+    return Check("LedgerAtTarget", PASS, f"ledger at {current or 'none'}", evidence)
 
 
 def _unvalidated(conn: psycopg.Connection[Any]) -> list[Check]:

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
+import os
 import stat
+import subprocess
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -122,5 +126,146 @@ def test_restore_refuses_a_backup_whose_checksum_changed(cli: Cli, db: Database)
     latest = directory / (directory / "latest-backup.txt").read_text().strip()
     latest.write_bytes(latest.read_bytes() + b"tampered")
     done = cli("restore", "--yes")
-    assert done.returncode == 5
+    assert done.returncode == 4  # restore is the recovery path: its failure is exit 4
     assert "differs from its manifest" in done.stderr
+
+
+def latest_backup(cli: Cli) -> Path:
+    directory = cli.workdir / "backups" / "migrations"
+    return directory / (directory / "latest-backup.txt").read_text().strip()
+
+
+def with_manifest(cli: Cli, path: Path, content: bytes) -> Path:
+    """A backup file with `content` and a manifest that vouches for it (sha256 matches)."""
+    manifest = json.loads(
+        latest_backup(cli).with_name(latest_backup(cli).name + ".json").read_text()
+    )
+    path.write_bytes(content)
+    manifest.update(file=path.name, sha256=hashlib.sha256(content).hexdigest())
+    path.with_name(path.name + ".json").write_text(json.dumps(manifest))
+    return path
+
+
+def test_restore_refuses_a_backup_without_its_manifest_unless_told(cli: Cli, db: Database) -> None:
+    three_versions(cli)
+    assert cli("apply").returncode == 0  # its backup is of the empty database
+    backup = latest_backup(cli)
+    backup.with_name(backup.name + ".json").unlink()
+    refused = cli("restore", "--yes")
+    assert refused.returncode == 4, refused.stderr
+    assert f"{backup.name}: no manifest ({backup.name}.json)" in refused.stderr
+    assert "--allow-missing-manifest" in refused.stderr
+    assert db.scalar("SELECT count(*) FROM customers") == 1  # nothing restored
+    done = cli("restore", "--yes", "--allow-missing-manifest", "--json")
+    assert done.returncode == 0, done.stderr
+    assert "has no manifest; restoring it without a sha256 check" in done.stderr
+    assert json.loads(done.stdout)["manifest_checked"] is False
+    assert db.scalar("SELECT to_regclass('customers')") is None  # the empty database is back
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        "no backup taken",
+        "no such --backup file",
+        "pointer names a missing file",
+        "manifest is not JSON",
+        "pg_restore cannot read it",
+        "its SQL fails halfway",
+    ],
+)
+def test_every_restore_failure_exits_4_and_leaves_the_database_as_it_was(
+    cli: Cli, db: Database, damage: str
+) -> None:
+    three_versions(cli)
+    assert cli("apply").returncode == 0
+    backup = latest_backup(cli)
+    args = ["restore", "--yes"]
+    if damage == "no backup taken":
+        args += ["--backup-dir", str(cli.workdir / "elsewhere")]
+        expected = "latest-backup.txt not found (no backup taken yet"
+    elif damage == "no such --backup file":
+        args += ["--backup", str(cli.workdir / "nothing.dump")]
+        expected = "nothing.dump: no such file"
+    elif damage == "pointer names a missing file":
+        (backup.parent / "latest-backup.txt").write_text("backup-gone.dump\n")
+        expected = "names 'backup-gone.dump', which is not a backup file"
+    elif damage == "manifest is not JSON":
+        backup.with_name(backup.name + ".json").write_text("{not json")
+        expected = "not a readable migrate-safe manifest"
+    elif damage == "pg_restore cannot read it":
+        args += ["--backup", str(with_manifest(cli, backup.with_name("x.dump"), b"garbage"))]
+        expected = "restore of x.dump failed; the database is unchanged: pg_restore failed"
+    else:  # the clearing step ran first: one transaction must undo it
+        script = gzip.compress(b"CREATE TABLE restored (id int);\nSELECT 1/0;\n")
+        args += ["--backup", str(with_manifest(cli, backup.with_name("x.sql.gz"), script))]
+        expected = "restore of x.sql.gz failed; the database is unchanged: psql failed"
+    done = cli(*args)
+    assert done.returncode == 4, done.stderr
+    assert expected in done.stderr
+    assert "Traceback" not in done.stderr
+    assert db.scalar("SELECT count(*) FROM customers") == 1
+    assert db.scalar("SELECT max(version) FROM migrate_safe.applied") == 3
+    assert db.scalar("SELECT to_regclass('restored')") is None
+
+
+@pytest.fixture
+def mounted(tmp_path: Path) -> Iterator[Callable[[str], Path]]:
+    """A fresh tmpfs with the given mount options, unmounted afterwards (needs root)."""
+    mounts: list[Path] = []
+
+    def mount(options: str) -> Path:
+        target = tmp_path / f"mount{len(mounts)}"
+        target.mkdir()
+        if os.geteuid() != 0:
+            pytest.skip("mounting a tmpfs needs root")
+        done = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(target)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+        mounts.append(target)
+        return target
+
+    yield mount
+    for target in mounts:
+        subprocess.run(["umount", str(target)], check=False)
+
+
+def test_a_backup_directory_on_a_read_only_mount_stops_apply_before_any_ddl(
+    cli: Cli, db: Database, mounted: Callable[[str], Path]
+) -> None:
+    three_versions(cli)
+    read_only = mounted("ro,size=1m")
+    for directory in (read_only, read_only / "backups"):  # existing, and to be created
+        for command in ("apply", "backup"):
+            done = cli(command, "--backup-dir", str(directory))
+            assert done.returncode == 5, done.stderr
+            assert (
+                f"--backup-dir / [backup] dir {directory}: cannot write there "
+                "(Read-only file system)"
+            ) in done.stderr
+            assert "Traceback" not in done.stderr
+    assert db.scalar("SELECT to_regclass('customers')") is None
+
+
+@pytest.mark.parametrize("fmt", ["custom", "plain-gzip"])
+def test_a_full_backup_volume_fails_the_backup_naming_the_directory(
+    cli: Cli, db: Database, mounted: Callable[[str], Path], fmt: str
+) -> None:
+    # About 1 MB of hex that compresses to far more than the 64 KiB volume.
+    db.execute(
+        "CREATE TABLE filler AS SELECT md5(random()::text) || md5(random()::text) AS junk"
+        " FROM generate_series(1, 20000)"
+    )
+    cli.write(1, "t", "CREATE TABLE t (id int);", "DROP TABLE t;")
+    full = mounted("size=64k")
+    done = cli("apply", "--backup-dir", str(full), "--format", fmt)
+    assert done.returncode == 1, done.stderr
+    assert f"backup directory {full}: the volume is full" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert db.scalar("SELECT to_regclass('t')") is None
+    assert list(full.iterdir()) == []  # the half-written dump is gone, no pointer written

@@ -1,12 +1,20 @@
 from __future__ import annotations
 
 import contextlib
+from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from migrate_safe.config import ApplyPolicy, Redactor, describe_dsn, parse_duration
+from migrate_safe.config import (
+    ApplyPolicy,
+    Redactor,
+    Settings,
+    describe_dsn,
+    parse_duration,
+    parse_positive_duration,
+)
 from migrate_safe.errors import ConfigError
 
 
@@ -28,6 +36,21 @@ def test_bad_duration_names_the_flag(text: str) -> None:
 def test_duration_parser_never_crashes(text: str) -> None:
     with contextlib.suppress(ConfigError):
         assert parse_duration(text, what="x") >= 0
+
+
+@pytest.mark.parametrize("text", ["0", "0s", "0ms", "0.0001"])
+def test_a_timeout_that_postgres_would_read_as_wait_forever_is_refused(text: str) -> None:
+    # PostgreSQL receives whole milliseconds: anything below 1ms arrives as 0 = no timeout.
+    with pytest.raises(ConfigError, match=r"--lock-timeout: .* is less than 1ms; wait forever"):
+        parse_positive_duration(text, what="--lock-timeout", zero_means="wait forever")
+    assert parse_positive_duration("1ms", what="--lock-timeout", zero_means="x") == 0.001
+
+
+@pytest.mark.parametrize("schema", ["public", "information_schema", "pg_catalog", "pg_temp"])
+def test_a_ledger_schema_shared_with_everything_else_is_refused(schema: str) -> None:
+    with pytest.raises(ConfigError, match=f"--ledger-schema .*'{schema}' is not a schema"):
+        Settings(None, Path("m"), ledger_schema=schema)
+    assert Settings(None, Path("m"), ledger_schema="app_ledger").ledger_schema == "app_ledger"
 
 
 def test_lock_timeout_escalates_by_doubling_up_to_the_cap() -> None:
