@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -123,3 +124,16 @@ class Cli:
 def cli(db: Database, tmp_path: Path) -> Cli:
     (tmp_path / "migrations").mkdir()
     return Cli(db, tmp_path)
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
+    """Poll observable state (a row, a file) until it holds; a missing ledger is "not yet"."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if predicate():
+                return
+        except psycopg.errors.UndefinedTable:
+            pass  # the ledger is not created yet
+        time.sleep(0.1)
+    raise AssertionError("condition not reached in time")

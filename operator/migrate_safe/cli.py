@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
+import signal
 import sys
-from collections.abc import Callable
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
 from typing import Any, NoReturn
 
 import psycopg
@@ -20,6 +25,7 @@ from migrate_safe.config import (
     Redactor,
     Settings,
     parse_duration,
+    parse_positive_duration,
 )
 from migrate_safe.errors import ConfigError, ExitCode, MigrateSafeError
 from migrate_safe.report import Reporter, default_termination_log
@@ -70,17 +76,61 @@ class _Parser(argparse.ArgumentParser):
     """Bad flags are config errors (exit 5), not argparse's exit 2 (a migration failure)."""
 
     def error(self, message: str) -> NoReturn:
-        raise ConfigError(f"{self.prog}: {message}")
+        # main() prints the "migrate-safe: error:" prefix; name only the subcommand here.
+        command = self.prog.removeprefix("migrate-safe").strip()
+        if not command:
+            raise ConfigError(f"{message} (see migrate-safe --help)")
+        raise ConfigError(f"{command}: {message} (see migrate-safe {command} --help)")
 
 
-def _duration(what: str) -> Callable[[str], float]:
+def _duration(what: str, zero_means: str | None = None) -> Callable[[str], float]:
+    """A duration flag; with `zero_means`, zero is refused and the message says why."""
+
     def parse(text: str) -> float:
         try:
-            return parse_duration(text, what=what)
+            if zero_means is None:
+                return parse_duration(text, what=what)
+            return parse_positive_duration(text, what=what, zero_means=zero_means)
         except ConfigError as error:
-            raise argparse.ArgumentTypeError(error.message) from None
+            # argparse names the flag already ("argument --lock-timeout: …").
+            raise argparse.ArgumentTypeError(error.message.removeprefix(f"{what}: ")) from None
 
     return parse
+
+
+_NO_TIMEOUT = "PostgreSQL reads 0 as no timeout at all: it would wait forever"
+_NO_PAUSE = "0 would retry at once, without the pause that lets other sessions through"
+
+
+def _integer(minimum: int, why: str) -> Callable[[str], int]:
+    """An integer flag of at least `minimum`; `why` says what smaller values would mean."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} is below {minimum} ({why})")
+        return value
+
+    return parse
+
+
+def _positive_seconds(text: str) -> float:
+    """A threshold in seconds: a finite number above zero (zero would flag everything)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be a number of seconds above zero")
+    return value
+
+
+_VERSION = "migration versions start at 1"
+_TARGET = "--to 0 means before the first migration"
+_STEPS = "roll back at least one version"
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -132,37 +182,37 @@ def _policy_flags(parser: argparse.ArgumentParser) -> None:
     add = group.add_argument
     add(
         "--lock-timeout",
-        type=_duration("--lock-timeout"),
+        type=_duration("--lock-timeout", _NO_TIMEOUT),
         default=defaults.lock_timeout,
         help="first attempt's lock_timeout (default 500ms); doubles on each retry",
     )
     add(
         "--lock-timeout-max",
-        type=_duration("--lock-timeout-max"),
+        type=_duration("--lock-timeout-max", _NO_TIMEOUT),
         default=defaults.lock_timeout_max,
         help="cap of the escalating lock_timeout (default 10s)",
     )
     add(
         "--lock-retries",
-        type=int,
+        type=_integer(0, "0 means a single attempt"),
         default=defaults.lock_retries,
         help="retries after SQLSTATE 55P03 lock_not_available (default 10)",
     )
     add(
         "--retry-backoff",
-        type=_duration("--retry-backoff"),
+        type=_duration("--retry-backoff", _NO_PAUSE),
         default=defaults.retry_backoff,
         help="pause after the first failed attempt, doubling (default 250ms)",
     )
     add(
         "--retry-backoff-max",
-        type=_duration("--retry-backoff-max"),
+        type=_duration("--retry-backoff-max", _NO_PAUSE),
         default=defaults.retry_backoff_max,
         help="cap of the pause between attempts (default 10s)",
     )
     add(
         "--statement-timeout",
-        type=_duration("--statement-timeout"),
+        type=_duration("--statement-timeout", _NO_TIMEOUT),
         default=defaults.statement_timeout,
         help="statement_timeout per statement (default 1h)",
     )
@@ -186,15 +236,19 @@ def _preflight_flags(parser: argparse.ArgumentParser) -> None:
     add = group.add_argument
     add(
         "--long-transaction-seconds",
-        type=float,
+        type=_positive_seconds,
         help="transactions older than this are long (default 30)",
     )
     add(
         "--idle-in-transaction-seconds",
-        type=float,
+        type=_positive_seconds,
         help="idle in transaction longer than this is reported (default 10)",
     )
-    add("--replication-lag-seconds", type=float, help="standby lag that warns (default 30)")
+    add(
+        "--replication-lag-seconds",
+        type=_positive_seconds,
+        help="standby lag that warns (default 30)",
+    )
     add("--fail-on", action="append", metavar="CHECK", help="make a check fail (repeatable)")
     add("--warn-on", action="append", metavar="CHECK", help="make a check only warn (repeatable)")
 
@@ -215,17 +269,23 @@ def _backup_flags(parser: argparse.ArgumentParser) -> None:
         choices=["custom", "plain-gzip"],
         help="pg_dump custom format (default) or gzip'd plain SQL",
     )
-    add("--retention", type=int, help="keep the newest N backups (default 5)")
+    add(
+        "--retention",
+        type=_integer(1, "keep at least the backup just taken"),
+        help="keep the newest N backups (default 5)",
+    )
     add(
         "--backup-lock-wait",
-        type=_duration("--backup-lock-wait"),
+        type=_duration(
+            "--backup-lock-wait", "pg_dump reads 0 as no timeout: it would wait forever"
+        ),
         help="give up a dump that waits this long for a table lock (default 60s)",
     )
 
 
 def _pipeline_flags(parser: argparse.ArgumentParser) -> None:
     add = parser.add_argument
-    add("--to", type=int, help="apply up to and including this version")
+    add("--to", type=_integer(0, _TARGET), help="apply up to and including this version")
     add("--force", action="store_true", help="apply even when preflight fails (the report says so)")
     add("--no-backup", action="store_true", help="skip the backup before applying")
     add("--expected-fingerprint", help="postflight fails unless the schema has this fingerprint")
@@ -257,13 +317,26 @@ def build_parser() -> argparse.ArgumentParser:
     _pipeline_flags(sub.add_parser("run", help="preflight → backup → apply → postflight"))
 
     rollback = sub.add_parser("rollback", help="roll back applied migrations, newest first")
+    rollback.add_argument(
+        "--force",
+        action="store_true",
+        help="roll back even when lint finds errors in the down files (the report says so)",
+    )
     target = rollback.add_mutually_exclusive_group()
-    target.add_argument("--to", type=int, help="roll back every version above this one")
-    target.add_argument("--steps", type=int, help="roll back this many versions (default 1)")
+    target.add_argument(
+        "--to", type=_integer(0, _TARGET), help="roll back every version above this one"
+    )
+    target.add_argument(
+        "--steps",
+        type=_integer(1, _STEPS),
+        help="roll back this many versions (default 1)",
+    )
     _policy_flags(rollback)
 
     preflight = sub.add_parser("preflight", help="is the database ready for DDL? (exit 1 if not)")
-    preflight.add_argument("--to", type=int, help="consider migrations up to this version")
+    preflight.add_argument(
+        "--to", type=_integer(0, _TARGET), help="consider migrations up to this version"
+    )
     _preflight_flags(preflight)
     _backup_flags(sub.add_parser("backup", help="pg_dump, verified, with manifest and retention"))
     restore = sub.add_parser("restore", help="restore a backup (replaces application objects)")
@@ -271,9 +344,16 @@ def build_parser() -> argparse.ArgumentParser:
     restore.add_argument(
         "--yes", action="store_true", help="confirm restoring over a non-empty database"
     )
+    restore.add_argument(
+        "--allow-missing-manifest",
+        action="store_true",
+        help="restore a backup that has no manifest, so no sha256 to check it against",
+    )
     _backup_flags(restore)
     postflight = sub.add_parser("postflight", help="prove the result (exit 3 if not)")
-    postflight.add_argument("--to", type=int, help="the version the ledger must be at")
+    postflight.add_argument(
+        "--to", type=_integer(0, _TARGET), help="the version the ledger must be at"
+    )
     postflight.add_argument("--expected-fingerprint", help="fail unless the schema has this hash")
 
     fingerprint = sub.add_parser("fingerprint", help="sha256 of the canonical schema")
@@ -288,14 +368,29 @@ def build_parser() -> argparse.ArgumentParser:
         "directory", nargs="?", help="migrations directory (default --migrations-dir)"
     )
     verify.add_argument("--markdown", action="store_true", help="print a pull-request summary")
-    verify.add_argument("--slow-migration-seconds", type=float, default=300.0,
-                        help="warn on a migration slower than this (default 300)")  # fmt: skip
+    verify.add_argument(
+        "--slow-migration-seconds",
+        type=_positive_seconds,
+        default=300.0,
+        help="warn on a migration slower than this (default 300)",
+    )
+    verify.add_argument(
+        "--setup",
+        type=Path,
+        action="append",
+        metavar="FILE",
+        help="SQL run in the scratch database before the first migration, for objects the "
+        "directory assumes exist (repeatable; default: [verify] setup in --config)",
+    )
 
     lint = sub.add_parser("lint", help="static safety checks of the migrations (exit 1 on errors)")
+    lint.add_argument(
+        "directory", nargs="?", help="migrations directory (default --migrations-dir)"
+    )
     lint.add_argument("--format", choices=["text", "json", "github", "sarif"], default="text")
     lint.add_argument(
         "--pg-version",
-        type=int,
+        type=_integer(1, "a major version, e.g. 15"),
         help="target PostgreSQL major version (default: the server's, else 15)",
     )
     lint.add_argument("--strict", action="store_true", help="warnings fail too")
@@ -306,21 +401,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     wait = sub.add_parser("wait", help="block until the ledger reaches a version (init containers)")
-    wait.add_argument("--version", type=int, dest="wait_version", required=True)
+    wait.add_argument("--version", type=_integer(1, _VERSION), dest="wait_version", required=True)
     wait.add_argument("--timeout", type=_duration("--timeout"), default=300.0,
                       help="give up after this long (default 5m; exit 2)")  # fmt: skip
-    wait.add_argument("--interval", type=_duration("--interval"), default=2.0,
-                      help="how often to look (default 2s)")  # fmt: skip
+    wait.add_argument(
+        "--interval",
+        type=_duration("--interval", "0 would query the database without pause"),
+        default=2.0,
+        help="how often to look (default 2s)",
+    )
 
     sub.add_parser("status", help="current version, pending, dirty, drift")
     plan = sub.add_parser("plan", help="what apply or rollback would run; writes nothing")
-    plan.add_argument("--to", type=int, help="target version (below current: a rollback plan)")
-    plan.add_argument("--steps", type=int, help="plan rolling back this many versions")
+    plan.add_argument(
+        "--to",
+        type=_integer(0, _TARGET),
+        help="target version (below current: a rollback plan)",
+    )
+    plan.add_argument(
+        "--steps", type=_integer(1, _STEPS), help="plan rolling back this many versions"
+    )
 
     baseline = sub.add_parser("baseline", help="adopt an existing database at a version")
     source = baseline.add_mutually_exclusive_group(required=True)
     source.add_argument(
-        "--version", type=int, dest="baseline_version",
+        "--version", type=_integer(1, _VERSION), dest="baseline_version",
         help="record every source migration up to N as applied",
     )  # fmt: skip
     source.add_argument(
@@ -328,7 +433,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="take the version from golang-migrate's table (default schema_migrations)",
     )  # fmt: skip
     force = sub.add_parser("force", help="declare the schema to be at version N (clears dirty)")
-    force.add_argument("--version", type=int, dest="force_version", required=True)
+    force.add_argument(
+        "--version",
+        type=_integer(0, "--version 0 means no migration applied"),
+        dest="force_version",
+        required=True,
+    )
     sub.add_parser("repair", help="drop dirty rows and realign checksums with the source")
     operator = sub.add_parser(OPERATOR, help="run the Kubernetes operator (kopf)")
     operator.add_argument("--namespace", action="append", help="watch this namespace (repeatable)")
@@ -397,8 +507,9 @@ def _termination_log(value: str | None) -> Path | None:
 
 def main(argv: list[str] | None = None) -> int:
     redact = Redactor()
+    arguments = sys.argv[1:] if argv is None else list(argv)
     try:
-        args = build_parser().parse_args(translate_seed_flags(list(argv or sys.argv[1:])))
+        args = build_parser().parse_args(translate_seed_flags(arguments))
         if args.command == OPERATOR:
             from migrate_safe.k8s.main import run as run_operator  # the operator layer
 
@@ -420,25 +531,88 @@ def main(argv: list[str] | None = None) -> int:
     return run(args, settings, report)
 
 
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM. A KeyboardInterrupt, so psycopg cancels the running statement in the
+    server exactly as it does for Ctrl-C, and the engine's transaction rolls back."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum).name
+
+
+@contextmanager
+def _signals_raise() -> Iterator[None]:
+    def stop(signum: int, frame: FrameType | None) -> None:
+        # One-shot: the interrupted run's report must be written even if a second signal comes.
+        for other in _STOP_SIGNALS:
+            signal.signal(other, signal.SIG_IGN)
+        raise Interrupted(signum)
+
+    previous = {number: signal.signal(number, stop) for number in _STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
 def run(args: argparse.Namespace, settings: Settings, report: Reporter) -> int:
     body: dict[str, Any] = {}
     report.event("run_started", version=__version__)
-    try:
-        HANDLERS[args.command](args, settings, report, body)
-    except MigrateSafeError as error:
-        return _fail(report, body, int(error.exit_code), error.message, error.details)
-    except psycopg.Error as error:
-        code = int(FAILURE_CODE.get(args.command, ExitCode.MIGRATION_FAILED))
-        message = f"database error: {str(error).strip()} (SQLSTATE {error.sqlstate})"
-        return _fail(report, body, code, message, {})
+    failure_code = int(FAILURE_CODE.get(args.command, ExitCode.MIGRATION_FAILED))
+    with _signals_raise():
+        try:
+            if report.log_problem:
+                raise ConfigError(report.log_problem)
+            HANDLERS[args.command](args, settings, report, body)
+        except Interrupted as stop:
+            message = f"interrupted by {stop.name}; {_left_behind(body)}"
+            return _fail(report, body, 128 + stop.signum, message, {}, outcome="interrupted")
+        except MigrateSafeError as error:
+            return _fail(report, body, int(error.exit_code), error.message, error.details)
+        except psycopg.Error as error:
+            message = f"database error: {str(error).strip()} (SQLSTATE {error.sqlstate})"
+            return _fail(report, body, failure_code, message, {})
+        except Exception as error:  # a defect of migrate-safe: still a report, not a traceback
+            message = f"unexpected error: {type(error).__name__}: {error}"
+            details: dict[str, object] = {"traceback": traceback.format_exc()}
+            return _fail(report, body, failure_code, message, details)
     report.finish(0, "succeeded", body)
     return 0
 
 
+def _left_behind(body: dict[str, Any]) -> str:
+    """What an interrupted run leaves, from the ledger as read back after the interruption."""
+    if "current_version" not in body:
+        return "nothing was changed by this run"
+    dirty = body.get("dirty_versions") or []
+    current = body["current_version"]
+    where = f"the ledger is at version {current}" if current else "the ledger is empty"
+    if dirty:
+        return (
+            f"{where}; version {', '.join(map(str, dirty))} is dirty (a no-transaction "
+            "migration stopped midway): check it, then `migrate-safe force` or `repair`"
+        )
+    return f"{where}; the migration in progress was rolled back"
+
+
 def _fail(
-    report: Reporter, body: dict[str, Any], code: int, message: str, details: dict[str, object]
+    report: Reporter,
+    body: dict[str, Any],
+    code: int,
+    message: str,
+    details: dict[str, object],
+    *,
+    outcome: str = "failed",
 ) -> int:
     report.progress(f"migrate-safe: error: {message}")
     body["error"] = {"message": message, "details": details}
-    report.finish(code, "failed", body)
+    report.finish(code, outcome, body)
     return code

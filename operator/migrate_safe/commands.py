@@ -20,7 +20,7 @@ from migrate_safe.config import Settings, describe_dsn
 from migrate_safe.engine import Engine
 from migrate_safe.errors import ConfigError, MigrationFailed
 from migrate_safe.ledger import HistoryEntry, Ledger
-from migrate_safe.lint import Finding, render, summary
+from migrate_safe.lint import Finding, LintConfig, render, summary
 from migrate_safe.localpg import LocalPostgres
 from migrate_safe.locks import HeldLock, strongest
 from migrate_safe.options import lint_config, phase_options
@@ -28,18 +28,19 @@ from migrate_safe.pipeline import (
     PhaseOptions,
     apply_phase,
     backup_phase,
+    lint_downs,
     lint_pending,
+    lint_rollback,
+    outcome_recorded,
     postflight_phase,
     preflight_phase,
     record_fingerprint,
-    record_outcome,
 )
 from migrate_safe.plan import LedgerState, RollbackStep, plan_hash
 from migrate_safe.report import Reporter, utcnow
 from migrate_safe.session import connect, locked_ledger
 from migrate_safe.settings_file import load_settings_file
-from migrate_safe.source import Migration, Source, load_source
-from migrate_safe.statements import touched_relations
+from migrate_safe.source import Migration, Script, Source, check_scripts, load_source
 
 Args = argparse.Namespace
 Body = dict[str, Any]
@@ -60,6 +61,16 @@ def load(settings: Settings, report: Reporter, *, missing_ok: bool = False) -> S
 def describe(settings: Settings, body: Body) -> None:
     body["database"] = describe_dsn(settings.require_database_url())
     body["ledger_schema"] = settings.ledger_schema
+
+
+def check_before_running(scripts: list[Script], report: Reporter, body: Body) -> None:
+    """Every file of the run parses and leaves the transaction to the engine, or nothing runs."""
+    notes = check_scripts(scripts)
+    for note in notes:
+        report.event("transaction_wrapper_dropped", note=note)
+        report.progress(f"note: {note}")
+    if notes:
+        body["notes"] = notes
 
 
 # --- apply / run / rehearsal --------------------------------------------------------------
@@ -97,10 +108,12 @@ def run_pipeline(
 ) -> None:  # fmt: skip
     source = load(settings, report)
     describe(settings, body)
-    with locked_ledger(settings, report.command, create=not steps.dry_run) as ledger:
+    # The ledger is created by the apply phase, so a refused run leaves nothing behind.
+    with locked_ledger(settings, report.command, create=False) as ledger:
         state = LedgerState(ledger.applied(), source)
         state.refuse_unsafe_apply()
         pending = state.to_apply(target)
+        check_before_running([m.up for m in pending], report, body)
         body["target_version"] = pending[-1].version if pending else state.current_version
         body["plan_hash"] = plan_hash("up", pending)
         if options.expected_plan_hash and options.expected_plan_hash != body["plan_hash"]:
@@ -179,18 +192,29 @@ def _rehearse(engine: Engine, pending: list[Migration], report: Reporter, body: 
                 f"(SQLSTATE {error['sqlstate']}); nothing was changed",
                 details=error,
             )
-    report.result("rehearsal passed; everything was rolled back")
+    report.result(
+        "rehearsal passed; everything was rolled back "
+        "(checked: the schema fingerprint and the ledger are as before)"
+    )
 
 
 # --- rollback ---------------------------------------------------------------------------
 
 
 def rollback(args: Args, settings: Settings, report: Reporter, body: Body) -> None:
-    run_rollback(settings, report, body, args.to, args.steps)
+    lint = lint_config(args, load_settings_file(args.config))
+    run_rollback(settings, report, body, args.to, args.steps, lint, enforce_lint=not args.force)
 
 
 def run_rollback(
-    settings: Settings, report: Reporter, body: Body, target: int | None, steps: int | None
+    settings: Settings,
+    report: Reporter,
+    body: Body,
+    target: int | None,
+    steps: int | None,
+    lint: LintConfig,
+    *,
+    enforce_lint: bool = True,
 ) -> None:
     source = load(settings, report, missing_ok=True)
     describe(settings, body)
@@ -199,13 +223,18 @@ def run_rollback(
         if state.dirty:
             state.refuse_unsafe_apply()
         plan = state.to_roll_back(target=target, steps=steps)
+        check_before_running([step.down for step in plan], report, body)
+        lint_rollback(ledger, plan, report, body, lint, enforce=enforce_lint)
         report.progress(f"rollback on {body['database']}: {len(plan)} version(s)")
         rolled_back = body.setdefault("rolled_back", [])
         engine = Engine(ledger.conn, ledger, settings.policy, report)
-        for step in plan:
-            rolled_back.append(engine.rollback(step).__dict__)
-        final = record_outcome(ledger, source, report, body, "rollback")
-        report.progress(f"rolled back {len(rolled_back)}; current {final.current_version}")
+        with outcome_recorded(ledger, source, report, body, "rollback"):
+            for step in plan:
+                rolled_back.append(engine.rollback(step).__dict__)
+        current = body["current_version"]
+        report.progress(
+            f"rolled back {len(rolled_back)}; current version {current or 'none (empty)'}"
+        )
 
 
 # --- status and plan ----------------------------------------------------------------------
@@ -261,14 +290,15 @@ def plan(args: Args, settings: Settings, report: Reporter, body: Body) -> None:
             args.to is not None and current is not None and args.to < current
         )
         findings: list[Finding] = []
+        lint = lint_config(args, load_settings_file(args.config))
         if backwards:
             steps = state.to_roll_back(target=args.to, steps=args.steps)
             body["migrations"] = [_planned_down(step) for step in steps]
+            findings = lint_downs(ledger, steps, lint)
         else:
             state.refuse_unsafe_apply()
             pending = state.to_apply(args.to)
             body["migrations"] = [_planned_up(m) for m in pending]
-            lint = lint_config(args, load_settings_file(args.config))
             findings = lint_pending(ledger, state, pending, lint)
     body.update(direction="down" if backwards else "up", current_version=current)
     if not backwards:
@@ -276,7 +306,9 @@ def plan(args: Args, settings: Settings, report: Reporter, body: Body) -> None:
     body["lint"] = {"findings": [f.as_dict() for f in findings], "summary": summary(findings)}
     if not args.json:
         verb = "roll back" if backwards else "apply"
-        report.result(f"plan: {verb} {len(body['migrations'])} migration(s) from {current}")
+        report.result(
+            f"plan: {verb} {len(body['migrations'])} migration(s) from {current or 'none'}"
+        )
         for item in body["migrations"]:
             mode = "no-transaction" if item["no_transaction"] else "one transaction"
             touched = ", ".join(item["relations"]) or "-"
@@ -292,7 +324,7 @@ def _planned_up(migration: Migration) -> dict[str, Any]:
         "file": migration.up.origin,
         "checksum": migration.up.checksum,
         "no_transaction": migration.up.directives.no_transaction,
-        "relations": sorted(str(r) for r in touched_relations(migration.up.text)),
+        "relations": sorted(str(r) for r in migration.up.relations),
     }
 
 
@@ -303,7 +335,7 @@ def _planned_down(step: RollbackStep) -> dict[str, Any]:
         "file": step.down.origin,
         "checksum": step.down.checksum,
         "no_transaction": step.down.directives.no_transaction,
-        "relations": sorted(str(r) for r in touched_relations(step.down.text)),
+        "relations": sorted(str(r) for r in step.down.relations),
     }
 
 
@@ -426,10 +458,16 @@ def demo(args: Args, settings: Settings, report: Reporter, body: Body) -> None:
                 settings, report, b, target=None, steps=steps, options=options
             )
 
+        def rollback_two(b: Body) -> None:
+            run_rollback(settings, report, b, None, 2, options.lint)
+
         walk: list[tuple[str, Callable[[Body], None]]] = [
             ("rehearsal (apply --dry-run)", pipeline(Steps(dry_run=True))),
             ("run: preflight, backup, apply, postflight", pipeline(Steps(postflight=True))),
-            ("rollback --steps 2", lambda b: run_rollback(settings, report, b, None, 2)),
+            (
+                "rollback --steps 2",
+                lambda b: run_rollback(settings, report, b, None, 2, options.lint),
+            ),
             ("apply again", pipeline(Steps())),
         ]
         for title, step in walk:
@@ -451,7 +489,7 @@ def _print_history(settings: Settings, report: Reporter) -> None:
             ).format(sql.Identifier(settings.ledger_schema))
         ).fetchall()
     for row in rows:
-        report.result(f"  #{row[0]:<3} {row[1]!s:>4} {row[2]:5} {row[3]:10} attempt {row[4]}")
+        report.result(f"  #{row[0]:<3} {row[1] or '':>4} {row[2]:5} {row[3]:10} attempt {row[4]}")
 
 
 def wait(args: Args, settings: Settings, report: Reporter, body: Body) -> None:

@@ -7,6 +7,10 @@ escalates across bounded retries on SQLSTATE 55P03, and before each attempt the 
 (bounded) until no long transaction holds a lock on the tables the migration touches.
 No-transaction migrations run statement by statement in autocommit and stay `dirty` in the
 ledger until their last statement finished, so a crash is visible, never silent.
+
+The engine owns the transaction: a file's own transaction control is refused before anything
+runs (`Script.body`), and after every statement the engine checks that its transaction is still
+the one it opened, so no statement can end it behind its back.
 """
 
 from __future__ import annotations
@@ -20,10 +24,12 @@ from typing import Any
 import psycopg
 from psycopg import errors as pg_errors
 from psycopg import sql
+from psycopg.pq import TransactionStatus
 
 from migrate_safe.config import ApplyPolicy, format_duration
 from migrate_safe.errors import MigrateSafeError, MigrationFailed, RollbackFailed
-from migrate_safe.ledger import HistoryEntry, Ledger
+from migrate_safe.fingerprint import Fingerprint, describe_diff, diff, fingerprint
+from migrate_safe.ledger import HistoryEntry, Ledger, LedgerSnapshot
 from migrate_safe.locks import (
     long_lock_holders,
     own_relation_locks,
@@ -34,11 +40,9 @@ from migrate_safe.plan import RollbackStep
 from migrate_safe.report import Reporter
 from migrate_safe.source import Migration, Script
 from migrate_safe.statements import (
-    SqlSyntaxError,
     Statement,
     concurrent_index,
-    split_statements,
-    touched_relations,
+    statement_relations,
 )
 
 
@@ -54,11 +58,19 @@ class StatementFailed(Exception):
     def lock_timeout(self) -> bool:
         return isinstance(self.error, pg_errors.LockNotAvailable)
 
+    @property
+    def line(self) -> int:
+        """The file line PostgreSQL points at: its error position is within the statement."""
+        position = self.error.diag.statement_position
+        if not position or not position.isdigit():
+            return self.statement.line
+        return self.statement.line + self.statement.sql.count("\n", 0, int(position) - 1)
+
     def as_dict(self) -> dict[str, Any]:
         diag = self.error.diag
         return {
             "file": self.script.origin,
-            "line": self.statement.line,
+            "line": self.line,
             "sqlstate": self.error.sqlstate,
             "message": diag.message_primary or str(self.error).strip(),
             "detail": diag.message_detail,
@@ -77,28 +89,35 @@ def _shorten(text: str, limit: int = 300) -> str:
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
+def _first_lines(text: str, limit: int) -> str:
+    lines = text.splitlines()
+    more = f"\n  … {len(lines) - limit} more" if len(lines) > limit else ""
+    return "\n".join(lines[:limit]) + more
+
+
 def _millis(started: float) -> int:
     return round((time.monotonic() - started) * 1000)
 
 
-def script_statements(script: Script) -> list[Statement]:
-    """The statements to execute; a file the parser rejects is sent whole, so PostgreSQL
-    reports the error in its own words (no-transaction files must parse: see _split_strict)."""
-    try:
-        return split_statements(script.text)
-    except SqlSyntaxError:
-        return [Statement(script.text, 1)]
+class TransactionEscaped(MigrationFailed):
+    """A statement ended or opened a transaction the engine did not: never expected once files
+    are checked, so it stops the run loudly instead of going on without its guarantees."""
 
-
-def _split_strict(script: Script) -> list[Statement]:
-    try:
-        return split_statements(script.text)
-    except SqlSyntaxError as error:
-        raise MigrationFailed(
-            f"{script.origin}: {error}; a no-transaction migration must parse before any "
-            "statement runs, so nothing was executed",
-            details={"file": script.origin, "line": error.line, "column": error.column},
-        ) from None
+    def __init__(self, script: Script, statement: Statement, *, in_transaction: bool) -> None:
+        where = f"{script.origin}:{statement.line}"
+        if in_transaction:
+            message = (
+                f"{where} ended migrate-safe's transaction: statements of this file before it "
+                "may have been committed without their ledger row; compare the schema with the "
+                "file, then use `migrate-safe force` or `repair`"
+            )
+        else:
+            message = (
+                f"{where} opened a transaction block in a no-transaction migration; it was "
+                "rolled back and the migration stays dirty"
+            )
+        details: dict[str, object] = {"file": script.origin, "line": statement.line}
+        super().__init__(message, details=details)
 
 
 @dataclass
@@ -164,10 +183,15 @@ class Engine:
     def _run(self, unit: _Unit) -> Outcome:
         self.report.event(f"{unit.direction}_started", version=unit.version, name=unit.name)
         started = time.monotonic()
-        if unit.script.directives.no_transaction:
-            attempts = self._run_autocommit(unit)
-        else:
-            attempts = self._run_in_transaction(unit)
+        try:
+            if unit.script.directives.no_transaction:
+                attempts = self._run_autocommit(unit)
+            else:
+                attempts = self._run_in_transaction(unit)
+        except KeyboardInterrupt:  # SIGINT/SIGTERM: the history keeps the evidence
+            self._history(unit, "interrupted")
+            self.report.event(f"{unit.direction}_interrupted", version=unit.version)
+            raise
         outcome = Outcome(unit.version, unit.name, _millis(started), attempts)
         self.report.event(f"{unit.direction}_succeeded", **outcome.__dict__)
         symbol = "✓" if unit.direction == "up" else "↶"
@@ -179,8 +203,8 @@ class Engine:
 
     def _run_in_transaction(self, unit: _Unit) -> int:
         """The whole script plus its ledger change and history row, atomically, with retries."""
-        statements = script_statements(unit.script)
-        relations = touched_relations(unit.script.text)
+        statements = unit.script.body.statements
+        relations = unit.script.relations
         for attempt in range(1, self.policy.lock_retries + 2):
             lock_timeout = self.policy.lock_timeout_for(
                 attempt, unit.script.directives.lock_timeout
@@ -191,7 +215,7 @@ class Engine:
                 with self.conn.transaction():
                     self._set_timeouts(unit.script, lock_timeout, local=True)
                     for statement in statements:
-                        self._execute(unit.script, statement)
+                        self._execute(unit.script, statement, in_transaction=True)
                     unit.record_done(_millis(started))
                     self._history(unit, "succeeded", attempt=attempt)
                 return attempt
@@ -201,7 +225,7 @@ class Engine:
 
     def _run_autocommit(self, unit: _Unit) -> int:
         """Statement by statement outside a transaction, the ledger row dirty until the end."""
-        statements = _split_strict(unit.script)
+        statements = unit.script.body.statements
         started = time.monotonic()
         with self.conn.transaction():
             unit.mark_dirty()
@@ -218,7 +242,7 @@ class Engine:
         return most_attempts
 
     def _autocommit_statement(self, unit: _Unit, statement: Statement) -> int:
-        relations = resolve_relations(self.conn, touched_relations(statement.sql))
+        relations = resolve_relations(self.conn, statement_relations(statement.sql))
         for attempt in range(1, self.policy.lock_retries + 2):
             lock_timeout = self.policy.lock_timeout_for(
                 attempt, unit.script.directives.lock_timeout
@@ -226,7 +250,7 @@ class Engine:
             self._wait_until_quiet(relations, lock_timeout)
             self._set_timeouts(unit.script, lock_timeout, local=False)
             try:
-                self._execute(unit.script, statement)
+                self._execute(unit.script, statement, in_transaction=False)
                 return attempt
             except StatementFailed as failed:
                 self._drop_invalid_index(statement)
@@ -254,11 +278,18 @@ class Engine:
         gave_up = f" after {attempt} attempts" if failed.lock_timeout else ""
         raise unit.failure(f"{unit.label} failed{gave_up}: {failed.describe()}", details=info)
 
-    def _execute(self, script: Script, statement: Statement) -> None:
+    def _execute(self, script: Script, statement: Statement, *, in_transaction: bool) -> None:
         try:
             self.conn.execute(statement.sql.encode())
         except psycopg.Error as error:
             raise StatementFailed(script, statement, error) from None
+        # psycopg tracks the server's transaction status without a round trip.
+        status = self.conn.info.transaction_status
+        if in_transaction and status != TransactionStatus.INTRANS:
+            raise TransactionEscaped(script, statement, in_transaction=True)
+        if not in_transaction and status != TransactionStatus.IDLE:
+            self.conn.execute("ROLLBACK")
+            raise TransactionEscaped(script, statement, in_transaction=False)
 
     def _set_timeouts(self, script: Script, lock_timeout: float, *, local: bool) -> None:
         statement_timeout = script.directives.statement_timeout
@@ -334,7 +365,8 @@ class Engine:
 
     def rehearse(self, migrations: list[Migration]) -> list[dict[str, Any]]:
         """Run the pending transactional migrations in one transaction, record each
-        statement's locks, then roll everything back."""
+        statement's locks, roll everything back, then prove that nothing persisted."""
+        before = self._snapshot()
         results: list[dict[str, Any]] = []
         with self._rolled_back():
             for migration in migrations:
@@ -350,22 +382,42 @@ class Engine:
                     entry["statements"] = stopped.done
                     entry["error"] = stopped.failed.as_dict()
                     break
+        self._prove_unchanged(before)
         return results
+
+    def _snapshot(self) -> tuple[Fingerprint, LedgerSnapshot]:
+        return fingerprint(self.conn, self.ledger.schema), self.ledger.snapshot()
+
+    def _prove_unchanged(self, before: tuple[Fingerprint, LedgerSnapshot]) -> None:
+        """A rehearsal that changed anything must say so: exit 2, naming what persisted."""
+        schema_before, ledger_before = before
+        schema_after = fingerprint(self.conn, self.ledger.schema)
+        leftovers: list[str] = []
+        if schema_after.hash != schema_before.hash:
+            changed = describe_diff(diff(schema_before, schema_after), "before", "after")
+            leftovers.append(f"the schema changed:\n{_first_lines(changed, 20)}")
+        leftovers += ledger_before.changes(self.ledger.snapshot())
+        if leftovers:
+            self.report.event("rehearsal_left_changes", changes=leftovers)
+            raise MigrationFailed(
+                "the rehearsal did NOT leave the database as it was: " + "; ".join(leftovers),
+                details={"changes": leftovers},
+            )
 
     def _rehearse_script(self, script: Script) -> list[dict[str, Any]]:
         done: list[dict[str, Any]] = []
         before = own_relation_locks(self.conn, self.ledger.schema)
-        for statement in script_statements(script):
+        for statement in script.body.statements:
             started = time.monotonic()
             try:
-                self._execute(script, statement)
+                self._execute(script, statement, in_transaction=True)
             except StatementFailed as failed:
                 raise _RehearsalStopped(done, failed) from None
             after = own_relation_locks(self.conn, self.ledger.schema)
             taken = after - before
             # A lock taken earlier in the rehearsal is not taken again: name it separately,
             # so the report never claims a statement took a lock it did not ask for.
-            named = touched_relations(statement.sql)
+            named = statement_relations(statement.sql)
             held = strongest({lock for lock in before if lock.names(named)})
             held = [lock for lock in held if lock.relation not in {t.relation for t in taken}]
             done.append(

@@ -75,6 +75,10 @@ _LAYOUTS: list[str] = [
     """,
 ]
 LEDGER_LAYOUT = len(_LAYOUTS)
+# Every relation and function the layouts above create: anything else in the ledger's schema
+# belongs to someone else. Extend these with each new layout.
+_OWN_RELATIONS = ["ledger_meta", "applied", "history", "history_id_seq"]
+_OWN_FUNCTIONS = ["history_append_only"]
 
 
 @dataclass(frozen=True)
@@ -113,12 +117,36 @@ class HistoryEntry:
     details: str = "{}"
 
 
+@dataclass(frozen=True)
+class LedgerSnapshot:
+    """What a rehearsal must leave exactly as it found: the ledger's existence, its rows and
+    the length of its history."""
+
+    exists: bool
+    applied: tuple[tuple[int, str, str], ...]  # version, state, checksum
+    history_rows: int
+
+    def changes(self, after: LedgerSnapshot) -> list[str]:
+        found: list[str] = []
+        if after.exists != self.exists:
+            found.append("the ledger was " + ("created" if after.exists else "dropped"))
+        if after.applied != self.applied:
+            found.append(
+                f"ledger rows changed: {len(self.applied)} before, {len(after.applied)} after"
+            )
+        if after.history_rows != self.history_rows:
+            added = after.history_rows - self.history_rows
+            found.append(f"{added} history row(s) were written")
+        return found
+
+
 class Ledger:
     """SQL for one ledger schema over one connection (autocommit; callers open transactions)."""
 
     def __init__(self, conn: psycopg.Connection[Any], schema: str) -> None:
         self.conn = conn
         self.schema = schema
+        self._schema_is_own = False
 
     def _q(self, template: str) -> sql.Composed:
         return sql.SQL(template).format(schema=sql.Identifier(self.schema))
@@ -127,10 +155,54 @@ class Ledger:
 
     def exists(self) -> bool:
         # Read-only commands must not create the ledger, so they ask first.
+        self.require_own_schema()
         row = self.conn.execute(
             "SELECT to_regclass(format('%%I.applied', %s::text)) IS NOT NULL", [self.schema]
         ).fetchone()
         return bool(row and row[0])
+
+    def require_own_schema(self) -> None:
+        """Refuse a ledger schema that also holds other objects (e.g. an application's
+        tables): the fingerprint and the drift check skip the ledger's schema, so changes to
+        them would go unseen. Checked once per connection, before the ledger is read or made."""
+        if self._schema_is_own:
+            return
+        # One foreign object is enough to name; relation kinds cover tables, views,
+        # sequences and composite types, pg_type the enums, domains and ranges.
+        row = self.conn.execute(
+            """
+            SELECT found.description FROM (
+                SELECT format('%%s %%I.%%I', CASE c.relkind WHEN 'v' THEN 'view'
+                           WHEN 'm' THEN 'materialized view' WHEN 'S' THEN 'sequence'
+                           WHEN 'f' THEN 'foreign table' WHEN 'c' THEN 'type'
+                           ELSE 'table' END, %(schema)s::text, c.relname) AS description
+                FROM pg_class c
+                WHERE c.relnamespace = to_regnamespace(%(schema)s)
+                  AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f', 'c')
+                  AND c.relname <> ALL (%(relations)s)
+                UNION ALL
+                SELECT format('function %%I.%%I', %(schema)s::text, p.proname)
+                FROM pg_proc p
+                WHERE p.pronamespace = to_regnamespace(%(schema)s)
+                  AND p.proname <> ALL (%(functions)s)
+                UNION ALL
+                SELECT format('type %%I.%%I', %(schema)s::text, t.typname)
+                FROM pg_type t
+                WHERE t.typnamespace = to_regnamespace(%(schema)s)
+                  AND t.typtype IN ('e', 'd', 'r', 'm')
+            ) found
+            ORDER BY found.description
+            LIMIT 1
+            """,
+            {"schema": self.schema, "relations": _OWN_RELATIONS, "functions": _OWN_FUNCTIONS},
+        ).fetchone()
+        if row:
+            raise ConfigError(
+                f"ledger schema {self.schema} (--ledger-schema) also holds {row[0]}, which is "
+                "not part of the ledger: the fingerprint and the drift check skip the ledger's "
+                "schema, so changes there would go unseen; give the ledger a schema of its own"
+            )
+        self._schema_is_own = True
 
     def layout(self) -> int:
         if not self.exists():
@@ -173,6 +245,13 @@ class Ledger:
                 )
             )
             return cur.fetchall()
+
+    def snapshot(self) -> LedgerSnapshot:
+        if not self.exists():
+            return LedgerSnapshot(False, (), 0)
+        applied = tuple((row.version, row.state, row.checksum) for row in self.applied())
+        row = self.conn.execute(self._q("SELECT count(*) FROM {schema}.history")).fetchone()
+        return LedgerSnapshot(True, applied, int(row[0]) if row else 0)
 
     def upsert(
         self, migration: Migration, *, state: str, run_id: str, duration_ms: int | None = None

@@ -5,6 +5,8 @@ operator's Jobs run each phase alone with explicit flags.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,13 +14,23 @@ from typing import Any
 import psycopg
 
 from migrate_safe.backup import BackupFailed, BackupJob
+from migrate_safe.catalog import table_facts
 from migrate_safe.config import Settings, format_duration
 from migrate_safe.engine import Engine
 from migrate_safe.errors import PostflightFailed, PreflightFailed
 from migrate_safe.fingerprint import fingerprint
 from migrate_safe.ledger import HistoryEntry, Ledger
-from migrate_safe.lint import Finding, LintConfig, lint_migrations
-from migrate_safe.plan import LedgerState
+from migrate_safe.lint import (
+    Finding,
+    LintConfig,
+    Severity,
+    lint_down_scripts,
+    lint_migrations,
+    refusal,
+    relations_to_look_up,
+    summary,
+)
+from migrate_safe.plan import LedgerState, RollbackStep
 from migrate_safe.postflight import postflight
 from migrate_safe.preflight import FAIL, WARN, Check, Preflight, PreflightConfig
 from migrate_safe.report import Reporter, utcnow
@@ -62,11 +74,67 @@ def record_fingerprint(ledger: Ledger, report: Reporter, command: str, outcome: 
 def lint_pending(
     ledger: Ledger, state: LedgerState, pending: list[Migration], config: LintConfig
 ) -> list[Finding]:
-    """Lint findings for what would run, knowing the schema the applied files built."""
+    """Lint findings for the up files that would run, knowing the schema the applied files
+    built and the tables as the catalog has them now (new, empty, small or absent tables
+    make findings that only bite with rows info). Down files do not run here: they are
+    linted before a rollback (`lint_rollback`)."""
     applied = state.applied_versions
     history = [m for m in state.source.migrations if m.version in applied]
+    tables = table_facts(ledger.conn, relations_to_look_up(m.up.text for m in pending))
     return lint_migrations(
-        pending, pg_version=server_major(ledger.conn), config=config, history=history
+        pending,
+        pg_version=server_major(ledger.conn),
+        config=config,
+        history=history,
+        include_down=False,
+        tables=tables,
+    )
+
+
+def lint_rollback(
+    ledger: Ledger,
+    steps: list[RollbackStep],
+    report: Reporter,
+    body: Body,
+    config: LintConfig,
+    *,
+    enforce: bool = True,
+) -> list[Finding]:
+    """Lint the down scripts a rollback is about to run, in its order, against the tables as
+    they are now; refuse (exit 1, nothing rolled back) while an error remains, unless
+    `enforce` is False (`rollback --force`: reported, not fatal)."""
+    findings = lint_downs(ledger, steps, config)
+    counts = summary(findings)
+    body["lint"] = {"findings": [f.as_dict() for f in findings], "summary": counts}
+    report.progress(
+        f"lint of {len(steps)} down file(s): {counts['error']} error(s), "
+        f"{counts['warning']} warning(s), {counts['info']} info"
+    )
+    errors = [f for f in findings if f.active and f.severity == Severity.ERROR]
+    if errors and not enforce:
+        body["lint"]["overridden_by_force"] = True
+        report.progress("warning: lint errors in the down files; continuing because of --force")
+    elif errors:
+        # A down stored in the ledger at apply time is what runs: editing its file changes
+        # nothing, so only the settings (or --force) get past it.
+        stored = {step.down.origin for step in steps if step.row.down_sql is not None}
+        editable = any(f.file not in stored for f in errors)
+        raise PreflightFailed(
+            "rollback refused, nothing was rolled back: "
+            + refusal(errors, flags="`rollback --force`", directive=editable),
+            details={"lint_errors": [f.as_dict() for f in errors]},
+        )
+    return findings
+
+
+def lint_downs(ledger: Ledger, steps: list[RollbackStep], config: LintConfig) -> list[Finding]:
+    """Findings for the down scripts of a rollback, judged against the tables as they are."""
+    if not steps:
+        return []
+    downs = [step.down for step in steps]
+    tables = table_facts(ledger.conn, relations_to_look_up(d.text for d in downs))
+    return lint_down_scripts(
+        downs, pg_version=server_major(ledger.conn), config=config, tables=tables
     )
 
 
@@ -75,14 +143,33 @@ def server_major(conn: psycopg.Connection[Any]) -> int:
 
 
 def record_outcome(
-    ledger: Ledger, source: Source, report: Reporter, body: Body, command: str
-) -> LedgerState:
-    """Where a successful apply or rollback left the ledger and the schema, into the report."""
+    ledger: Ledger, source: Source, report: Reporter, body: Body, command: str, outcome: str
+) -> None:
+    """Where an apply or rollback left the ledger and the schema, read back into the report;
+    the fingerprint goes into the history, so the next drift check knows this state is ours."""
     final = LedgerState(ledger.applied(), source)
     body["current_version"] = final.current_version
     body["pending"] = [m.version for m in final.pending]
-    body["fingerprint"] = record_fingerprint(ledger, report, command, "succeeded")
-    return final
+    body["dirty"] = bool(final.dirty)
+    body["dirty_versions"] = [row.version for row in final.dirty]
+    body["fingerprint"] = record_fingerprint(ledger, report, command, outcome)
+
+
+@contextmanager
+def outcome_recorded(
+    ledger: Ledger, source: Source, report: Reporter, body: Body, command: str
+) -> Iterator[None]:
+    """Whatever happens inside — success, a failed migration, a signal — the report ends with
+    the state the ledger is really in, never the state from before the run."""
+    try:
+        yield
+    except BaseException:
+        try:
+            record_outcome(ledger, source, report, body, command, "failed")
+        except psycopg.Error as error:  # the server went away: say so rather than guess
+            body["ledger_state"] = f"unknown: could not read the ledger after the failure ({error})"
+        raise
+    record_outcome(ledger, source, report, body, command, "succeeded")
 
 
 def preflight_phase(
@@ -153,13 +240,17 @@ def apply_phase(
     ledger: Ledger, pending: list[Migration], source: Source, settings: Settings,
     report: Reporter, body: Body,
 ) -> None:  # fmt: skip
+    ledger.ensure()
     report.progress(f"apply: {len(pending)} pending")
     applied = body.setdefault("applied", [])
     engine = Engine(ledger.conn, ledger, settings.policy, report)
-    for migration in pending:
-        applied.append(engine.apply(migration).__dict__)
-    final = record_outcome(ledger, source, report, body, "apply")
-    report.progress(f"applied {len(applied)} migration(s); current version {final.current_version}")
+    with outcome_recorded(ledger, source, report, body, "apply"):
+        for migration in pending:
+            applied.append(engine.apply(migration).__dict__)
+    current = body["current_version"]
+    report.progress(
+        f"applied {len(applied)} migration(s); current version {current or 'none (empty)'}"
+    )
 
 
 def postflight_phase(

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from migrate_safe.config import Redactor
-from migrate_safe.errors import ConfigError
 
 TERMINATION_LIMIT = 4096
 
@@ -41,24 +40,33 @@ class Reporter:
     started_at: datetime = field(default_factory=utcnow)
     err: TextIO | None = None  # None: whatever sys.stderr is when printing
     out: TextIO | None = None
+    # Why the log directory cannot be written, if it cannot: the command then refuses to run
+    # (exit 5), and the termination message and --json output still tell what happened.
+    log_problem: str | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         try:
             self.log_dir.mkdir(parents=True, exist_ok=True)
+            with (self.log_dir / "events.jsonl").open("a", encoding="utf-8"):
+                pass
         except OSError as error:
-            raise ConfigError(
-                f"--log-dir {self.log_dir}: cannot create: {error.strerror}"
-            ) from None
+            self.log_problem = f"--log-dir {self.log_dir}: cannot write: {error.strerror}"
 
     def _dumps(self, document: dict[str, Any]) -> str:
         return self.redact(json.dumps(document, default=str, sort_keys=False))
 
     def event(self, kind: str, /, **fields: Any) -> None:
         """Append one JSON line to events.jsonl: the run's timeline for log shippers."""
+        if self.log_problem:
+            return
         record = {"ts": utcnow().isoformat(), "run_id": self.run_id, "command": self.command}
         record.update(event=kind, **fields)
-        with (self.log_dir / "events.jsonl").open("a", encoding="utf-8") as handle:
-            handle.write(self._dumps(record) + "\n")
+        try:
+            with (self.log_dir / "events.jsonl").open("a", encoding="utf-8") as handle:
+                handle.write(self._dumps(record) + "\n")
+        except OSError as error:  # e.g. the volume filled up mid-run: warn once, keep going
+            self.log_problem = f"--log-dir {self.log_dir}: cannot write: {error.strerror}"
+            self.progress(f"warning: {self.log_problem}; events and the report are not written")
 
     def progress(self, text: str) -> None:
         """A human line on stderr (stdout stays clean for --json)."""
@@ -75,7 +83,7 @@ class Reporter:
     def _print_json_or_text(self, text: str) -> None:
         print(self.redact(text), file=self.out or sys.stdout, flush=True)
 
-    def finish(self, exit_code: int, outcome: str, body: dict[str, Any]) -> Path:
+    def finish(self, exit_code: int, outcome: str, body: dict[str, Any]) -> Path | None:
         """Write the JSON report and the termination message; print JSON when asked."""
         finished = utcnow()
         report = {
@@ -88,13 +96,24 @@ class Reporter:
             "duration_ms": round((finished - self.started_at).total_seconds() * 1000),
             **body,
         }
-        stamp = self.started_at.strftime("%Y%m%dT%H%M%SZ")
-        path = self.log_dir / f"{self.command}-{stamp}-{self.run_id}.json"
-        path.write_text(self._dumps(report) + "\n", encoding="utf-8")
-        self.event("run_finished", outcome=outcome, exit_code=exit_code, report=str(path))
+        path = self._write_report(report)
+        state = {k: body[k] for k in ("current_version", "dirty") if k in body}
+        self.event("run_finished", outcome=outcome, exit_code=exit_code, report=str(path), **state)
         self._write_termination(report)
         if self.json_output:
             self._print_json_or_text(json.dumps(json.loads(self._dumps(report)), indent=2))
+        return path
+
+    def _write_report(self, report: dict[str, Any]) -> Path | None:
+        if self.log_problem:
+            return None
+        stamp = self.started_at.strftime("%Y%m%dT%H%M%SZ")
+        path = self.log_dir / f"{self.command}-{stamp}-{self.run_id}.json"
+        try:
+            path.write_text(self._dumps(report) + "\n", encoding="utf-8")
+        except OSError as error:
+            self.progress(f"warning: cannot write the report {path}: {error.strerror}")
+            return None
         return path
 
     def _write_termination(self, report: dict[str, Any]) -> None:
@@ -118,7 +137,7 @@ class Reporter:
 
 _SCALARS = (
     "command", "run_id", "outcome", "exit_code", "current_version", "latest_version",
-    "pending", "missing_from_source", "dirty", "fingerprint", "plan_hash",
+    "pending", "missing_from_source", "dirty", "dirty_versions", "fingerprint", "plan_hash",
 )  # fmt: skip
 
 

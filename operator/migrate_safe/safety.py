@@ -4,19 +4,20 @@ verify. Each one is also a phase the operator's Jobs run alone."""
 from __future__ import annotations
 
 import argparse
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from psycopg import sql
-from psycopg.conninfo import make_conninfo
-
-from migrate_safe.backup import has_user_objects, resolve_backup, restore
-from migrate_safe.commands import describe, load
+from migrate_safe.backup import (
+    RestoreFailed,
+    has_user_objects,
+    resolve_backup,
+    restore,
+    verify_checksum,
+)
+from migrate_safe.commands import check_before_running, describe, load
 from migrate_safe.config import Settings
-from migrate_safe.engine import Engine
 from migrate_safe.errors import ConfigError, ExitCode, MigrateSafeError, MigrationFailed
 from migrate_safe.fingerprint import Fingerprint, describe_diff, diff, fingerprint
 from migrate_safe.ledger import Ledger
@@ -28,7 +29,17 @@ from migrate_safe.plan import LedgerState
 from migrate_safe.report import Reporter
 from migrate_safe.session import connect, locked_ledger
 from migrate_safe.settings_file import load_settings_file
-from migrate_safe.verify import Verifier, markdown
+from migrate_safe.verify import (
+    FAIL,
+    NOT_RUN,
+    ScratchServer,
+    Verifier,
+    failure_message,
+    markdown,
+    prepare_progression,
+    setup_files,
+    text_summary,
+)
 
 Args = argparse.Namespace
 Body = dict[str, Any]
@@ -58,18 +69,30 @@ def backup(args: Args, settings: Settings, report: Reporter, body: Body) -> None
 
 
 def restore_backup(args: Args, settings: Settings, report: Reporter, body: Body) -> None:
+    """The recovery path: whatever stops it exits 4 (rollback failed), except bad flags, an
+    unreachable database and a missing --yes."""
     options = phase_options(args)
     describe(settings, body)
     path = resolve_backup(options.backup_dir, args.backup)
-    with locked_ledger(settings, "restore", create=False) as ledger:
-        if has_user_objects(ledger.conn) and not args.yes:
-            raise ConfigError(
-                f"{body['database']} is not empty: restoring {path.name} replaces every "
-                "application object; pass --yes to confirm"
-            )
-        report.progress(f"restoring {path} into {body['database']} (one transaction)…")
-        manifest = restore(ledger.conn, settings.require_database_url(), path, settings.redact)
-        now = fingerprint(ledger.conn, ledger.schema).hash
+    manifest = verify_checksum(path, allow_missing=args.allow_missing_manifest)
+    body["manifest_checked"] = manifest is not None
+    if manifest is None:
+        report.progress(
+            f"warning: {path} has no manifest; restoring it without a sha256 check "
+            "(--allow-missing-manifest)"
+        )
+    try:
+        with locked_ledger(settings, "restore", create=False) as ledger:
+            if has_user_objects(ledger.conn) and not args.yes:
+                raise ConfigError(
+                    f"{body['database']} is not empty: restoring {path.name} replaces every "
+                    "application object; pass --yes to confirm"
+                )
+            report.progress(f"restoring {path} into {body['database']} (one transaction)…")
+            restore(ledger.conn, settings.require_database_url(), path, settings.redact)
+            now = fingerprint(ledger.conn, ledger.schema).hash
+    except MigrationFailed as error:  # another run holds the ledger's lock
+        raise RestoreFailed(f"restore: {error.message}", details=error.details) from None
     body["restored"] = str(path)
     body["fingerprint"] = now
     if manifest and manifest.fingerprint:
@@ -129,8 +152,9 @@ class LintFailed(MigrateSafeError):
 def lint(args: Args, settings: Settings, report: Reporter, body: Body) -> None:
     config = lint_config(args, load_settings_file(args.config))
     pg_version = args.pg_version or _server_major_or_default(settings)
+    directory = Path(args.directory) if args.directory else settings.migrations_dir
     findings = lint_directory(
-        settings.migrations_dir, pg_version=pg_version, config=config,
+        directory, pg_version=pg_version, config=config,
         harness_timeouts=not args.no_harness_timeouts,
     )  # fmt: skip
     counts = summary(findings)
@@ -157,58 +181,49 @@ def _server_major_or_default(settings: Settings) -> int:
 
 
 @contextmanager
-def scratch_database(settings: Settings, report: Reporter) -> Iterator[Settings]:
-    """A new database on the given server, or a throwaway server when no URL is given."""
-    if not settings.database_url:
-        report.progress("verify: starting a throwaway PostgreSQL")
-        with LocalPostgres() as pg:
-            yield _scratch(settings, pg.url())
+def scratch_database(settings: Settings, report: Reporter) -> Iterator[ScratchServer]:
+    """Where verify makes its databases: the given server (the URL's database is only used to
+    create and drop them) or, without a URL, a throwaway server of its own."""
+    if settings.database_url:
+        yield ScratchServer(_scratch(settings, settings.database_url))
         return
-    name = f"migrate_safe_verify_{uuid.uuid4().hex[:10]}"
-    with connect(settings, "verify") as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        yield _scratch(settings, make_conninfo(settings.database_url, dbname=name))
-    finally:
-        with connect(settings, "verify") as admin:
-            admin.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
+    report.progress("verify: starting a throwaway PostgreSQL")
+    with LocalPostgres() as pg:
+        yield ScratchServer(_scratch(settings, pg.url()))
 
 
 def _scratch(settings: Settings, url: str) -> Settings:
     return Settings(
-        url, settings.migrations_dir, settings.ledger_schema,
-        policy=settings.policy, redact=settings.redact,
-    )  # fmt: skip
+        url,
+        settings.migrations_dir,
+        settings.ledger_schema,
+        policy=settings.policy,
+        redact=settings.redact,
+    )
 
 
 def verify(args: Args, settings: Settings, report: Reporter, body: Body) -> None:
     if args.directory:
         settings.migrations_dir = Path(args.directory)
     source = load(settings, report)
-    with scratch_database(settings, report) as scratch, locked_ledger(scratch, "verify") as ledger:
-        engine = Engine(ledger.conn, ledger, scratch.policy, report)
-        lint = lint_config(args, load_settings_file(args.config))
-        verifier = Verifier(ledger.conn, engine, args.slow_migration_seconds, lint)
-        results = []
-        for migration in source.migrations:
-            result = verifier.check(migration)
-            results.append(result)
-            if result.result == "fail":
-                break
-    skipped = source.migrations[len(results) :]
+    scripts = [m.up for m in source.migrations] + [m.down for m in source.migrations if m.down]
+    check_before_running(scripts, report, body)
+    file = load_settings_file(args.config)
+    setups = setup_files(args.setup, file, args.config)
+    lint = lint_config(args, file)
+    with scratch_database(settings, report) as scratch, scratch.databases():
+        pg_version = prepare_progression(scratch.progression, setups)
+        verifier = Verifier(report, args.slow_migration_seconds, lint, pg_version)
+        results = verifier.run(scratch, source.migrations)
+    body["setup"] = [str(setup.path) for setup in setups]
     body["migrations"] = [r.__dict__ for r in results]
-    body["not_run"] = [m.version for m in skipped]
-    summary = markdown(results, skipped)
-    body["markdown"] = summary
-    if args.markdown:
-        report.result(summary)
-    failed = [r for r in results if r.result == "fail"]
+    body["not_run"] = [r.version for r in results if r.result == NOT_RUN]
+    body["markdown"] = markdown(results)
+    report.result(body["markdown"] if args.markdown else text_summary(results))
+    failed = [r for r in results if r.result == FAIL]
     if failed:
-        first = failed[0]
         raise MigrationFailed(
-            f"verify failed at {first.version}_{first.name}: " + "; ".join(first.problems),
-            details={"version": first.version},
+            failure_message(failed, len(results)),
+            details={"version": failed[0].version, "versions": [r.version for r in failed]},
         )
     report.progress(f"verify passed: {len(results)} migration(s) up, down and up again")

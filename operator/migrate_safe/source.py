@@ -2,22 +2,39 @@
 
 Files are `NNN_name.up.sql` / `NNN_name.down.sql`. Directives live in the leading comment
 block: `-- migrate-safe:no-transaction`, `-- migrate-safe:lock-timeout=5s`,
-`-- migrate-safe:statement-timeout=30m`, `-- migrate-safe:allow=MS101,MS102`.
+`-- migrate-safe:statement-timeout=30m`, `-- migrate-safe:allow=MS101,MS102`. Anything that
+looks like a directive but is not one exactly (a typo, a block comment, a directive below the
+first statement) is an error: a directive silently ignored is a migration run the wrong way.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 
-from migrate_safe.config import parse_duration
+from migrate_safe.config import parse_positive_duration
 from migrate_safe.errors import ConfigError, SourceError
+from migrate_safe.statements import (
+    Relation,
+    ScriptBody,
+    SqlSyntaxError,
+    describe_refusal,
+    script_body,
+    touched_relations,
+)
 
 FILE_NAME = re.compile(r"^(?P<version>[0-9]+)_(?P<name>.+)\.(?P<direction>up|down)\.sql$")
 DIRECTIVE = re.compile(r"^--\s*migrate-safe:(?P<key>[a-z-]+)(?:=(?P<value>.*))?$")
+# Something meant as a directive: any spelling of the prefix followed by a colon.
+_DIRECTIVE_LIKE = re.compile(r"(?i)migrate[-_ ]?safe\s*:")
+_LATE_DIRECTIVE = re.compile(r"(?im)^[ \t]*--[ \t]*migrate[-_ ]?safe[ \t]*:.*$")
+KNOWN_DIRECTIVES = ("no-transaction", "lock-timeout", "statement-timeout", "allow")
 MAX_VERSION = 2**63 - 1
+UTF8_BOM = b"\xef\xbb\xbf"
 
 
 def sha256_hex(data: bytes) -> str:
@@ -40,6 +57,73 @@ class Script:
     text: str
     checksum: str
     directives: Directives
+
+    @cached_property
+    def body(self) -> ScriptBody:
+        """The statements the harness runs, parsed once per run; raises SourceError naming
+        file:line when the file does not parse or holds transaction control."""
+        no_transaction = self.directives.no_transaction
+        try:
+            body = script_body(self.text, no_transaction=no_transaction)
+        except SqlSyntaxError as error:
+            raise SourceError(
+                f"{self.origin}:{error.line}:{error.column}: syntax error: {error.message}",
+                details={"file": self.origin, "line": error.line, "column": error.column},
+            ) from None
+        if body.refused:
+            first = body.refused[0].statement.line
+            raise SourceError(
+                "\n".join(
+                    f"{self.origin}:{control.statement.line}: "
+                    + describe_refusal(control, no_transaction=no_transaction)
+                    for control in body.refused
+                ),
+                details={"file": self.origin, "line": first},
+            )
+        return body
+
+    @cached_property
+    def relations(self) -> frozenset[Relation]:
+        """Every relation the file names (empty when it does not parse)."""
+        return frozenset(touched_relations(self.text))
+
+    @property
+    def wrapper_note(self) -> str | None:
+        """What the harness says when it drops the file's own BEGIN … COMMIT."""
+        wrapper = self.body.wrapper
+        if wrapper is None:
+            return None
+        begin, commit = wrapper
+        return (
+            f"{self.origin}: its {begin.keyword} (line {begin.statement.line}) … "
+            f"{commit.keyword} (line {commit.statement.line}) wrapper is dropped: migrate-safe "
+            "runs the file in its own transaction, together with its ledger row"
+        )
+
+
+def check_scripts(scripts: Iterable[Script]) -> list[str]:
+    """Parse every script before the first statement of a run executes.
+
+    Returns the notes to tell the user (wrappers dropped); raises one SourceError listing
+    every file that cannot run, so nothing is half-applied because of file 5 of 8.
+    """
+    notes: list[str] = []
+    problems: list[SourceError] = []
+    for script in scripts:
+        try:
+            note = script.wrapper_note
+        except SourceError as error:
+            problems.append(error)
+            continue
+        if note:
+            notes.append(note)
+    if problems:
+        listing = "\n".join(f"  - {line}" for p in problems for line in p.message.splitlines())
+        raise SourceError(
+            f"{len(problems)} migration file(s) cannot run; nothing was run:\n{listing}",
+            details=problems[0].details,
+        )
+    return notes
 
 
 @dataclass(frozen=True)
@@ -68,19 +152,102 @@ class Source:
         return self.migrations[-1].version if self.migrations else None
 
 
+@dataclass(frozen=True)
+class DirectiveProblem:
+    line: int
+    message: str
+
+
 def parse_directives(text: str, origin: str) -> Directives:
-    """Read directives from the comment block that opens the file; unknown keys are errors."""
+    """Directives of a file; every problem (unknown, malformed, misplaced) is an error."""
+    directives, problems = read_directives(text, origin)
+    if problems:
+        raise SourceError(
+            "\n".join(problem.message for problem in problems),
+            details={"file": origin, "line": problems[0].line},
+        )
+    return directives
+
+
+def read_directives(text: str, origin: str) -> tuple[Directives, list[DirectiveProblem]]:
+    """Directives of the comment block that opens the file, and every problem found, each at
+    its line: near-misses of the syntax, directives in block comments or below the first
+    statement. Lint reports the problems as findings; the loader refuses the file."""
     found = Directives()
-    for number, raw in enumerate(text.splitlines(), start=1):
-        line = raw.strip()
+    problems: list[DirectiveProblem] = []
+    in_block_comment = False
+    body_starts = len(text)
+    for number, line, offset in _lines(text):
+        where = f"{origin}:{number}"
+        if in_block_comment or line.startswith("/*"):
+            if _DIRECTIVE_LIKE.search(line):
+                problems.append(DirectiveProblem(number, _block_comment_problem(where, line)))
+            in_block_comment = "*/" not in (line if in_block_comment else line[2:])
+            continue
         if not line:
             continue
         if not line.startswith("--"):
+            body_starts = offset
             break
         match = DIRECTIVE.match(line)
         if match:
-            found = _with_directive(found, match["key"], match["value"], f"{origin}:{number}")
-    return found
+            try:
+                found = _with_directive(found, match["key"], match["value"], where)
+            except SourceError as error:
+                problems.append(DirectiveProblem(number, error.message))
+        elif _DIRECTIVE_LIKE.search(line):
+            problems.append(DirectiveProblem(number, _near_miss_problem(where, line)))
+    problems += _late_directives(text, body_starts, origin)
+    return found, problems
+
+
+def _lines(text: str) -> Iterator[tuple[int, str, int]]:
+    """(line number, stripped line, offset of its start), without splitting the whole text:
+    the directive block is short even when the file is 20 MiB."""
+    number, offset = 1, 0
+    while offset < len(text):
+        end = text.find("\n", offset)
+        end = len(text) if end == -1 else end
+        yield number, text[offset:end].strip(), offset
+        number, offset = number + 1, end + 1
+
+
+def _late_directives(text: str, body_starts: int, origin: str) -> list[DirectiveProblem]:
+    problems: list[DirectiveProblem] = []
+    for match in _LATE_DIRECTIVE.finditer(text, body_starts):
+        number = text.count("\n", 0, match.start()) + 1
+        problems.append(
+            DirectiveProblem(
+                number,
+                f"{origin}:{number}: directive below the first SQL statement is not read: "
+                f"move `{match[0].strip()}` into the comment lines at the top of the file",
+            )
+        )
+    return problems
+
+
+def _suggestion(line: str) -> str:
+    """The directive a near-miss probably meant, in the exact syntax."""
+    after = _DIRECTIVE_LIKE.split(line, maxsplit=1)[-1].strip().rstrip("*/").strip()
+    key, _, value = after.partition("=")
+    key = key.strip().lower().replace("_", "-").replace(" ", "-")
+    if key not in KNOWN_DIRECTIVES:
+        return f"known directives: {', '.join(KNOWN_DIRECTIVES)}"
+    return f"did you mean `-- migrate-safe:{key}{'=' + value.strip() if value else ''}`?"
+
+
+def _near_miss_problem(where: str, line: str) -> str:
+    return (
+        f"{where}: `{line}` looks like a migrate-safe directive but is not one "
+        f"(exact syntax: `-- migrate-safe:key` or `-- migrate-safe:key=value`); {_suggestion(line)}"
+    )
+
+
+def _block_comment_problem(where: str, line: str) -> str:
+    return (
+        f"{where}: directives are read from `--` line comments only, not from /* */ comments; "
+        f"{_suggestion(line)}"
+    )
 
 
 def _with_directive(found: Directives, key: str, value: str | None, where: str) -> Directives:
@@ -92,7 +259,11 @@ def _with_directive(found: Directives, key: str, value: str | None, where: str) 
         if not value:
             raise SourceError(f"{where}: directive {key} needs a value, e.g. {key}=5s")
         try:
-            seconds = parse_duration(value, what=f"{where}: directive {key}")
+            seconds = parse_positive_duration(
+                value,
+                what=f"{where}: directive {key}",
+                zero_means="PostgreSQL reads a zero timeout as no timeout at all",
+            )
         except ConfigError as error:
             raise SourceError(error.message) from None
         if key == "lock-timeout":
@@ -104,8 +275,7 @@ def _with_directive(found: Directives, key: str, value: str | None, where: str) 
             raise SourceError(f"{where}: directive allow needs rule ids, e.g. allow=MS101")
         return replace(found, allow=found.allow | rules)
     raise SourceError(
-        f"{where}: unknown directive migrate-safe:{key} "
-        "(known: no-transaction, lock-timeout, statement-timeout, allow)"
+        f"{where}: unknown directive migrate-safe:{key} (known: {', '.join(KNOWN_DIRECTIVES)})"
     )
 
 
@@ -118,11 +288,26 @@ def _read_script(path: Path) -> Script:
         data = path.read_bytes()
     except OSError as error:
         raise SourceError(f"{path}: cannot read: {error.strerror}") from None
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise SourceError(f"{path}: not UTF-8 (invalid byte at offset {error.start})") from None
+    text = decode_sql(data, path)
     return Script(str(path), text, sha256_hex(data), parse_directives(text, str(path)))
+
+
+def decode_sql(data: bytes, path: Path) -> str:
+    """The file's text; a UTF-8 byte-order mark (some editors write one) is not SQL and is
+    dropped, while the checksum stays that of the bytes on disk."""
+    try:
+        return data.removeprefix(UTF8_BOM).decode("utf-8")
+    except UnicodeDecodeError as error:
+        offset = error.start + (len(UTF8_BOM) if data.startswith(UTF8_BOM) else 0)
+        raise SourceError(f"{path}: not UTF-8 (invalid byte at offset {offset})") from None
+
+
+def is_migration_candidate(path: Path) -> bool:
+    """Files that must be migrations (or be reported): every `*.sql` whatever its case.
+    ConfigMap mounts add hidden `..data` links; READMEs may sit beside the SQL."""
+    return (
+        not path.name.startswith(".") and path.name.lower().endswith(".sql") and not path.is_dir()
+    )
 
 
 def load_source(directory: Path, *, allow_missing_down: bool = False) -> Source:
@@ -132,8 +317,8 @@ def load_source(directory: Path, *, allow_missing_down: bool = False) -> Source:
     files: dict[int, dict[str, Path]] = {}
     problems: list[str] = []
     for path in sorted(directory.iterdir()):
-        if path.name.startswith(".") or path.suffix != ".sql" or path.is_dir():
-            continue  # ConfigMap mounts add ..data links; READMEs may sit beside the SQL
+        if not is_migration_candidate(path):
+            continue
         problem = _file_problem(path, files)
         if problem:
             problems.append(problem)
@@ -147,7 +332,7 @@ def load_source(directory: Path, *, allow_missing_down: bool = False) -> Source:
 def _file_problem(path: Path, files: dict[int, dict[str, Path]]) -> str | None:
     match = FILE_NAME.match(path.name)
     if not match:
-        return f"{path}: name does not parse (expected NNN_name.up.sql or NNN_name.down.sql)"
+        return f"{path}: {name_problem(path.name)}"
     version = int(match["version"])
     if not 0 < version <= MAX_VERSION:
         return f"{path}: version must be between 1 and {MAX_VERSION}"
@@ -157,6 +342,17 @@ def _file_problem(path: Path, files: dict[int, dict[str, Path]]) -> str | None:
         return f"{path}: duplicate version {version} ({direction}), also in {slot[direction]}"
     slot[direction] = path
     return None
+
+
+def name_problem(name: str) -> str:
+    """Why a `*.sql` file name is not a migration's, with the rename that fixes it."""
+    if re.match(FILE_NAME.pattern, name, re.IGNORECASE):
+        stem, direction = re.split(r"(?i)\.(up|down)\.sql$", name)[:2]
+        return (
+            "the .up.sql / .down.sql ending must be lower case: rename it to "
+            f"{stem}.{direction.lower()}.sql"
+        )
+    return "name does not parse (expected NNN_name.up.sql or NNN_name.down.sql)"
 
 
 def _name_of(path: Path) -> str:

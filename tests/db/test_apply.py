@@ -83,7 +83,7 @@ def test_failing_migration_rolls_back_completely_and_history_keeps_the_error(
     assert db.rows("SELECT version FROM migrate_safe.applied") == [(1,)]
     failures = db.rows(
         "SELECT version, outcome, sqlstate, error FROM migrate_safe.history"
-        " WHERE outcome = 'failed'"
+        " WHERE outcome = 'failed' AND direction = 'up'"
     )
     assert failures == [(2, "failed", "42P01", 'relation "missing" does not exist')]
     report = json.loads(next(cli.log_dir.glob("apply-*.json")).read_text())
@@ -149,8 +149,16 @@ def test_lock_timeout_retries_are_bounded_then_exit_2(cli: Cli, db: Database) ->
     assert done.returncode == 2
     assert "failed after 3 attempts" in done.stderr
     assert "55P03" in done.stderr
-    outcomes = db.rows("SELECT outcome FROM migrate_safe.history ORDER BY id")
+    outcomes = db.rows(
+        "SELECT outcome FROM migrate_safe.history WHERE direction = 'up' ORDER BY id"
+    )
     assert outcomes == [("retried",), ("retried",), ("failed",)]
+    # The run itself records the schema it left, so the next drift check knows it is ours.
+    run = db.rows(
+        "SELECT outcome, fingerprint IS NOT NULL FROM migrate_safe.history"
+        " WHERE direction = 'apply'"
+    )
+    assert run == [("failed", True)]
     assert db.scalar("SELECT count(*) FROM migrate_safe.applied") == 0
 
 

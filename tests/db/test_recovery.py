@@ -5,13 +5,10 @@ from __future__ import annotations
 
 import json
 import signal
-import time
-from collections.abc import Callable
 
-import psycopg
 import pytest
 
-from tests.conftest import Cli, Database
+from tests.conftest import Cli, Database, wait_for
 
 pytestmark = pytest.mark.db
 
@@ -20,18 +17,6 @@ CREATE TABLE first_half (id int);
 SELECT pg_sleep(30);
 CREATE TABLE second_half (id int);
 """
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if predicate():
-                return
-        except psycopg.errors.UndefinedTable:
-            pass  # the ledger is not created yet
-        time.sleep(0.1)
-    raise AssertionError("condition not reached in time")
 
 
 def test_killed_no_transaction_migration_leaves_dirty_row_that_blocks_until_force(

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pytest
@@ -74,7 +75,6 @@ def test_directives_in_the_leading_comment_block() -> None:
         "-- migrate-safe:statement-timeout=30m\n"
         "-- migrate-safe:allow=MS101, MS102\n"
         "CREATE INDEX CONCURRENTLY i ON t (x);\n"
-        "-- migrate-safe:lock-timeout=9s  (ignored: not in the leading block)\n"
     )
     directives = parse_directives(text, "f.sql")
     assert directives.no_transaction
@@ -95,6 +95,54 @@ def test_directives_in_the_leading_comment_block() -> None:
 def test_bad_directive_names_file_and_line(line: str, problem: str) -> None:
     with pytest.raises(SourceError, match=rf"f\.sql:2: .*{problem}"):
         parse_directives(f"-- header\n{line}\nSELECT 1;", "f.sql")
+
+
+@pytest.mark.parametrize(
+    ("line", "suggestion"),
+    [
+        ("-- migrate-safe:no_transaction", "-- migrate-safe:no-transaction"),
+        ("-- migrate-safe: no-transaction", "-- migrate-safe:no-transaction"),
+        ("-- MIGRATE-SAFE:NO-TRANSACTION", "-- migrate-safe:no-transaction"),
+        ("-- migrate-safe:lock_timeout=2s", "-- migrate-safe:lock-timeout=2s"),
+        ("-- migrate-safe:lock-timeout = 2s", "-- migrate-safe:lock-timeout=2s"),
+        ("-- migrate_safe:no-transaction", "-- migrate-safe:no-transaction"),
+        ("/* migrate-safe:no-transaction */", "-- migrate-safe:no-transaction"),
+    ],
+)
+def test_near_miss_directives_are_errors_with_the_exact_spelling(
+    line: str, suggestion: str
+) -> None:
+    with pytest.raises(SourceError, match=r"f\.sql:2: ") as raised:
+        parse_directives(f"-- header\n{line}\nCREATE INDEX CONCURRENTLY i ON t (x);", "f.sql")
+    assert f"`{suggestion}`" in raised.value.message
+
+
+def test_a_directive_below_the_first_statement_is_an_error_not_ignored() -> None:
+    text = "CREATE INDEX i ON t (x);\n-- migrate-safe:no-transaction\nSELECT 1;\n"
+    with pytest.raises(SourceError, match=r"f\.sql:2: directive below the first SQL statement"):
+        parse_directives(text, "f.sql")
+
+
+def test_prose_that_mentions_the_tool_is_not_a_directive() -> None:
+    text = "-- Applied by migrate-safe, see the runbook.\nSELECT 1;\n"
+    assert parse_directives(text, "f.sql").no_transaction is False
+
+
+def test_a_byte_order_mark_is_not_sql_and_the_checksum_is_the_files(tmp_path: Path) -> None:
+    data = "\ufeff-- migrate-safe:lock-timeout=2s\nCREATE TABLE t (id int);\n".encode()
+    (tmp_path / "001_t.up.sql").write_bytes(data)
+    (tmp_path / "001_t.down.sql").write_text("DROP TABLE t;")
+    up = load_source(tmp_path).migrations[0].up
+    assert up.text.startswith("-- migrate-safe")
+    assert up.directives.lock_timeout == 2.0
+    assert up.checksum == hashlib.sha256(data).hexdigest()
+
+
+def test_upper_case_extensions_are_named_not_skipped(tmp_path: Path) -> None:
+    (tmp_path / "001_t.up.SQL").write_text("CREATE TABLE t (id int);")
+    (tmp_path / "001_t.down.sql").write_text("DROP TABLE t;")
+    with pytest.raises(SourceError, match=r"001_t\.up\.SQL: .*rename it to 001_t\.up\.sql"):
+        load_source(tmp_path)
 
 
 names = st.from_regex(r"[0-9]{1,6}_[a-z_]{1,8}\.(up|down)\.sql", fullmatch=True)
