@@ -16,12 +16,36 @@ import pytest
 
 from migrate_safe.localpg import LocalPostgres
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "migrations"
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples" / "migrations"
+# The PostgreSQL major the suite runs on (.ci/run's version matrix sets it); unset: the
+# default server of migrate_safe.localpg.
+MAJOR_VARIABLE = "MIGRATE_SAFE_PG_MAJOR"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """With MIGRATE_SAFE_PG_MAJOR set, install (or reuse) that major and point
+    MIGRATE_SAFE_PG_BINDIR at it, so that every server the suite starts and every pg_dump,
+    pg_restore and psql the harness runs in a subprocess are of that major."""
+    major = os.environ.get(MAJOR_VARIABLE)
+    if not major or os.environ.get("MIGRATE_SAFE_PG_BINDIR"):
+        return
+    done = subprocess.run(
+        [str(ROOT / "tools" / "pg_install.sh"), major], capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        raise pytest.UsageError(f"{MAJOR_VARIABLE}={major}: {done.stderr.strip()}")
+    os.environ["MIGRATE_SAFE_PG_BINDIR"] = done.stdout.strip()
+
+
+def requested_major() -> int | None:
+    major = os.environ.get(MAJOR_VARIABLE)
+    return int(major) if major else None
 
 
 @pytest.fixture(scope="session")
 def pg() -> Iterator[LocalPostgres]:
-    with LocalPostgres() as server:
+    with LocalPostgres(major=requested_major()) as server:
         yield server
 
 
@@ -74,12 +98,14 @@ class Cli:
     def log_dir(self) -> Path:
         return self.workdir / "logs"
 
-    def env(self, migrations: Path | None = None) -> dict[str, str]:
+    def env(
+        self, migrations: Path | None = None, extra: dict[str, str] | None = None
+    ) -> dict[str, str]:
         env = dict(os.environ)
         env["DATABASE_URL"] = self.db.url
         env["MIGRATIONS_DIR"] = str(migrations or self.workdir / "migrations")
         env["MIGRATE_SAFE_LOG_DIR"] = str(self.log_dir)
-        return env
+        return {**env, **(extra or {})}
 
     @property
     def migrations(self) -> Path:
@@ -97,11 +123,16 @@ class Cli:
         return [sys.executable, "-m", "migrate_safe", *args, "--termination-log", "none"]
 
     def __call__(
-        self, *args: str, migrations: Path | None = None, timeout: float = 120
+        self,
+        *args: str,
+        migrations: Path | None = None,
+        timeout: float = 120,
+        env: dict[str, str] | None = None,
     ) -> subprocess.CompletedProcess[str]:
+        """Run the CLI; `env` adds to (or overrides) the environment it gets."""
         return subprocess.run(
             self.command(*args),
-            env=self.env(migrations),
+            env=self.env(migrations, env),
             cwd=self.workdir,
             capture_output=True,
             text=True,

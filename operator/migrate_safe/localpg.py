@@ -1,6 +1,11 @@
 """A throwaway PostgreSQL: initdb + pg_ctl from the distribution's packages, on a free
 loopback port in a temporary directory. Used by the demo, `verify` and the test suite.
 
+Which server: the bin directory in MIGRATE_SAFE_PG_BINDIR, else the newest of Debian's
+/usr/lib/postgresql/*/bin, else the initdb on PATH; `major=` picks the first of those of that
+major version. tools/pg_install.sh installs a bin directory of each supported major, with the
+client tools (pg_dump, pg_restore, psql) beside the server (docs/compatibility.md).
+
 initdb refuses to run as root, so as root the cluster is created and run as the `postgres`
 system user (runuser); as a normal user it runs as that user.
 """
@@ -8,11 +13,13 @@ system user (runuser); as a normal user it runs as that user.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import shutil
 import socket
 import subprocess
 import tempfile
+from functools import cache
 from pathlib import Path
 from types import TracebackType
 
@@ -31,8 +38,8 @@ FAST_SETTINGS = {
 }
 
 
-def find_bindir() -> Path:
-    """The newest installed PostgreSQL server's bin directory."""
+def find_bindir(major: int | None = None) -> Path:
+    """The bin directory of a PostgreSQL server: of `major` when given, else the first found."""
     override = os.environ.get("MIGRATE_SAFE_PG_BINDIR")
     candidates = [Path(override)] if override else []
     debian = Path("/usr/lib/postgresql")
@@ -45,12 +52,46 @@ def find_bindir() -> Path:
     if which:
         candidates.append(Path(which).resolve().parent)
     for candidate in candidates:
-        if (candidate / "initdb").exists() and (candidate / "pg_ctl").exists():
+        if not ((candidate / "initdb").exists() and (candidate / "pg_ctl").exists()):
+            continue
+        if major is None or server_major(candidate) == major:
             return candidate
+    if major is not None:
+        raise ConfigError(
+            f"no PostgreSQL {major} server found (looked in MIGRATE_SAFE_PG_BINDIR, "
+            f"/usr/lib/postgresql/*/bin and PATH); `tools/pg_install.sh {major}` installs one "
+            "and prints the directory to put in MIGRATE_SAFE_PG_BINDIR"
+        )
     raise ConfigError(
         "no PostgreSQL server found (initdb/pg_ctl); install Debian's `postgresql` package "
         "(.ci/bootstrap does) or set MIGRATE_SAFE_PG_BINDIR"
     )
+
+
+_VERSION = re.compile(r"\(PostgreSQL\) (\d+)")
+
+
+@cache
+def program_major(program: Path) -> int | None:
+    """The major version a PostgreSQL program reports (`postgres --version`,
+    `pg_dump --version`, …), or None when it does not run."""
+    try:
+        done = subprocess.run(
+            [str(program), "--version"], capture_output=True, text=True, timeout=30, check=False
+        )
+    except OSError:
+        return None
+    return version_major(done.stdout) if done.returncode == 0 else None
+
+
+def version_major(text: str) -> int | None:
+    """The major version in a program's `--version` line: `pg_dump (PostgreSQL) 17.2` → 17."""
+    match = _VERSION.search(text)
+    return int(match.group(1)) if match else None
+
+
+def server_major(bindir: Path) -> int | None:
+    return program_major(bindir / "postgres")
 
 
 def free_port() -> int:
@@ -60,10 +101,26 @@ def free_port() -> int:
 
 
 class LocalPostgres:
-    """Context manager: `with LocalPostgres() as pg: pg.url("mydb")`."""
+    """Context manager: `with LocalPostgres() as pg: pg.url("mydb")`; `LocalPostgres(major=17)`
+    or `LocalPostgres(bindir=...)` chooses the server (see the module's docstring)."""
 
-    def __init__(self, *, keep: bool = False, settings: dict[str, str] | None = None) -> None:
-        self.bindir = find_bindir()
+    def __init__(
+        self,
+        *,
+        keep: bool = False,
+        settings: dict[str, str] | None = None,
+        bindir: Path | None = None,
+        major: int | None = None,
+    ) -> None:
+        self.bindir = bindir or find_bindir(major)
+        found = server_major(self.bindir)
+        if found is None or (major is not None and found != major):
+            wanted = f"PostgreSQL {major}" if major else "PostgreSQL"
+            raise ConfigError(
+                f"{self.bindir / 'postgres'}: not a {wanted} server (its --version "
+                f"reports {f'major {found}' if found else 'nothing'})"
+            )
+        self.major = found
         self.keep = keep
         self.settings = {**FAST_SETTINGS, **(settings or {})}
         self.as_service_user = os.geteuid() == 0
