@@ -28,6 +28,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from migrate_safe.config import Redactor, describe_dsn
 from migrate_safe.errors import ConfigError, PreflightFailed, RollbackFailed
+from migrate_safe.localpg import program_major, version_major
 
 LATEST = "latest-backup.txt"
 FORMATS = {"custom": ".dump", "plain-gzip": ".sql.gz"}
@@ -62,24 +63,62 @@ class Manifest:
         return asdict(self)
 
 
-def client_tool(program: str, server_version: int) -> str:
-    """pg_dump/pg_restore/psql of a major version ≥ the server's (older ones refuse to dump)."""
-    major = server_version // 10000
-    root = Path("/usr/lib/postgresql")
-    installed = sorted(
-        (int(p.name) for p in root.iterdir() if p.name.isdigit()) if root.is_dir() else []
-    )
-    for version in installed:
-        candidate = root / str(version) / "bin" / program
-        if version >= major and candidate.exists():
-            return str(candidate)
-    found = shutil.which(program)
+@dataclass(frozen=True)
+class ClientProgram:
+    path: str
+    major: int
+
+
+def client_tool(program: str, at_least: int) -> ClientProgram:
+    """The pg_dump/pg_restore/psql to run: the one in MIGRATE_SAFE_PG_BINDIR when it is set,
+    else the lowest major version ≥ `at_least` (the server's, or that of the pg_dump that
+    wrote a backup) on PATH and in /usr/lib/postgresql/*/bin. pg_dump refuses a server newer
+    than itself and pg_restore an archive from a newer pg_dump; the closest major writes what
+    the server reads back most surely."""
+    found = _installed_clients(program)
+    fitting = [client for client in found if client.major >= at_least]
+    if fitting:
+        return min(fitting, key=lambda client: client.major)
+    way_out = (
+        f"install the PostgreSQL {at_least} client tools or newer (Debian: "
+        f"postgresql-client-{at_least}; the image: docs/compatibility.md) or point "
+        "MIGRATE_SAFE_PG_BINDIR at their bin directory"
+    ) + ("; or pass --no-backup" if program == "pg_dump" else "")
     if found:
-        return found
-    raise BackupFailed(
-        f"{program} (PostgreSQL ≥ {major}) not found; install postgresql-client-{major} "
-        "or pass --no-backup"
-    )
+        have = ", ".join(f"{c.path} is {c.major}" for c in found)
+        raise BackupFailed(
+            f"{program} of PostgreSQL {at_least} or newer is needed ({program} refuses to read "
+            f"what a newer PostgreSQL wrote) and only older ones are installed: {have}; " + way_out
+        )
+    raise BackupFailed(f"{program} not found; {way_out}")
+
+
+def _installed_clients(program: str) -> list[ClientProgram]:
+    bindir = os.environ.get("MIGRATE_SAFE_PG_BINDIR")
+    if bindir:  # chosen on purpose: never silently another installation
+        chosen = Path(bindir) / program
+        major = _major(chosen)
+        return [ClientProgram(str(chosen), major)] if major is not None else []
+    candidates: list[Path] = []
+    on_path = shutil.which(program)
+    if on_path:
+        candidates.append(Path(on_path))
+    debian = Path("/usr/lib/postgresql")
+    if debian.is_dir():
+        versions = sorted(
+            (p for p in debian.iterdir() if p.name.isdigit()), key=lambda p: int(p.name)
+        )
+        candidates += [version / "bin" / program for version in versions]
+    found: dict[Path, ClientProgram] = {}
+    for candidate in candidates:
+        major = _major(candidate)
+        if major is not None:
+            found.setdefault(candidate.resolve(), ClientProgram(str(candidate), major))
+    return list(found.values())
+
+
+def _major(program: Path) -> int | None:
+    return program_major(program) if program.exists() else None
 
 
 def client_env(dsn: str) -> tuple[str, dict[str, str]]:
@@ -125,7 +164,7 @@ class BackupJob:
         self._prepare_directory()
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         path = self.directory / f"backup-{stamp}-{self.run_id}{FORMATS[self.format]}"
-        pg_dump = client_tool("pg_dump", self.conn.info.server_version)
+        pg_dump = client_tool("pg_dump", self.conn.info.server_version // 10000)
         try:
             manifest = self._take(pg_dump, path, ledger_version, fingerprint)
         except BaseException as error:
@@ -138,13 +177,17 @@ class BackupJob:
         return manifest
 
     def _take(
-        self, pg_dump: str, path: Path, ledger_version: int | None, fingerprint: str | None
+        self,
+        pg_dump: ClientProgram,
+        path: Path,
+        ledger_version: int | None,
+        fingerprint: str | None,
     ) -> Manifest:
         """Dump, read back, describe in a manifest, then point `latest` at it."""
         wal_lsn, restore_point = self._mark_wal()
         started = time.monotonic()
-        self._dump(pg_dump, path)
-        self._verify(path)
+        self._dump(pg_dump.path, path)
+        self._verify(path, pg_dump.major)
         manifest = Manifest(
             file=path.name,
             format=self.format,
@@ -157,7 +200,9 @@ class BackupJob:
             created_at=datetime.now(UTC).isoformat(),
             wal_lsn=wal_lsn,
             restore_point=restore_point,
-            pg_dump_version=_run([pg_dump, "--version"], dict(os.environ), self.redact).strip(),
+            pg_dump_version=_run(
+                [pg_dump.path, "--version"], dict(os.environ), self.redact
+            ).strip(),
             fingerprint=fingerprint,
         )
         _write_private(manifest_path(path), json.dumps(manifest.as_dict(), indent=2) + "\n")
@@ -219,15 +264,13 @@ class BackupJob:
             if process.wait() != 0:
                 raise BackupFailed(f"pg_dump failed: {self.redact(stderr.strip()[-1500:])}")
 
-    def _verify(self, path: Path) -> None:
+    def _verify(self, path: Path, dumped_by: int) -> None:
         """A dump that cannot be read back is no backup: fail before anything is applied."""
         if not path.exists() or path.stat().st_size == 0:
             raise BackupFailed(f"{path}: the dump is empty")
         if self.format == "custom":
-            listing = _run(
-                [client_tool("pg_restore", self.conn.info.server_version), "--list", str(path)],
-                dict(os.environ), self.redact,
-            )  # fmt: skip
+            pg_restore = client_tool("pg_restore", dumped_by).path
+            listing = _run([pg_restore, "--list", str(path)], dict(os.environ), self.redact)
             if "; Archive created at" not in listing or "Format: CUSTOM" not in listing:
                 raise BackupFailed(f"{path}: pg_restore --list does not read it as an archive")
             return
@@ -404,29 +447,72 @@ def verify_checksum(path: Path, *, allow_missing: bool) -> Manifest | None:
     return manifest
 
 
-def restore(conn: psycopg.Connection[Any], dsn: str, path: Path, redact: Redactor) -> None:
+def restore(
+    conn: psycopg.Connection[Any],
+    dsn: str,
+    path: Path,
+    redact: Redactor,
+    *,
+    dumped_by: str | None = None,
+) -> None:
     """Replace the database's application objects with the backup's, in one transaction:
-    a failure anywhere leaves the database as it was."""
-    version = conn.info.server_version
+    a failure anywhere leaves the database as it was. `dumped_by` is the manifest's
+    pg_dump version: the pg_restore and psql that read the backup are at least as new."""
+    server = conn.info.server_version // 10000
+    needed = max(server, version_major(dumped_by or "") or server)
     try:
-        script = _restore_script(path, version, redact)
+        script = _for_server(_restore_script(path, needed, redact), server)
         client_dsn, env = client_env(dsn)
-        psql = [client_tool("psql", version), "--no-psqlrc", "--quiet", "--single-transaction"]
-        psql += ["-v", "ON_ERROR_STOP=1", "--dbname", client_dsn]
+        psql = [client_tool("psql", needed).path, "--no-psqlrc", "--quiet"]
+        psql += ["--single-transaction", "-v", "ON_ERROR_STOP=1", "--dbname", client_dsn]
         _run(psql, env, redact, input=_CLEAR_USER_OBJECTS.encode() + script)
     except BackupFailed as error:
         raise RestoreFailed(
             f"restore of {path.name} failed; the database is unchanged: {error.message}"
+            + _client_hint(error.message)
         ) from None
 
 
-def _restore_script(path: Path, server_version: int, redact: Redactor) -> bytes:
+def _restore_script(path: Path, dumped_by: int, redact: Redactor) -> bytes:
     """The backup as one SQL script (pg_restore renders a custom-format archive)."""
     if not path.name.endswith(".sql.gz"):
-        command = [client_tool("pg_restore", server_version), "--file=-", str(path)]
+        command = [client_tool("pg_restore", dumped_by).path, "--file=-", str(path)]
         return _run(command, dict(os.environ), redact).encode()
     try:
         with gzip.open(path, "rb") as handle:
             return handle.read()
     except (OSError, EOFError) as error:
         raise RestoreFailed(f"{path}: not a readable gzip file ({error})") from None
+
+
+# pg_dump 17 and later write this into the prolog of every script, whatever the server it
+# dumped; a server before 17 has no such setting, and the restore would stop on it.
+_TRANSACTION_TIMEOUT = b"\nSET transaction_timeout = 0;\n"
+# Where the prolog ends: the first object of the dump.
+_FIRST_OBJECT = b"\n-- Name: "
+
+
+def _for_server(script: bytes, server_major: int) -> bytes:
+    """The script without the prolog settings the server does not know."""
+    if server_major >= 17:
+        return script
+    end = script.find(_FIRST_OBJECT)
+    end = len(script) if end < 0 else end
+    return script[:end].replace(_TRANSACTION_TIMEOUT, b"\n", 1) + script[end:]
+
+
+# What a client older than the backup says, and what to do about it.
+_TOO_OLD_CLIENT = {
+    "unsupported version": "pg_restore is older than the pg_dump that wrote the backup",
+    "invalid command \\restrict": "psql is older than the pg_dump that wrote the backup",
+}
+
+
+def _client_hint(message: str) -> str:
+    for symptom, cause in _TOO_OLD_CLIENT.items():
+        if symptom in message:
+            return (
+                f" ({cause}: install client tools at least as new as the manifest's "
+                "pg_dump_version, or point MIGRATE_SAFE_PG_BINDIR at them)"
+            )
+    return ""

@@ -1,6 +1,10 @@
 """A canonical, sorted description of a database schema, read from the catalogs, and its sha256.
 
 Same schema → same hash, on any server of the same major version and across dump/restore.
+Between majors the catalogs describe the same schema differently (NOT NULL constraints are
+catalog rows from 18 on, columns gained compression in 14, …), so a fingerprint names the major
+it was computed on: its first two digits (see `major_of`), and two fingerprints of different
+majors are never reported as drift, only as not comparable.
 It covers every kind of object `pg_dump --schema-only` writes for one database, with the
 comments of every kind that can carry one (docs/safety.md has the list), and leaves out on
 purpose what is not the schema's shape or would differ between two identical schemas: OIDs,
@@ -546,16 +550,22 @@ def _publications(major: int) -> str:
     )
 
 
-# Subscriptions of this database: only columns every role may read, never the connection
-# string (it may hold a password), nor the enabled state (a restore always disables them).
-_SUBSCRIPTIONS = _lines(
-    "SELECT format('%I publications (%s) slot %s', s.subname, (SELECT string_agg(quote_ident(x),"
-    " ', ' ORDER BY x COLLATE \"C\") FROM unnest(s.subpublications) x),"
-    " coalesce(quote_ident(s.subslotname), 'none'))" + _COMMENTED + " AS line"
-    " FROM pg_subscription s"
-    + _comment("pg_subscription", "s.oid")
-    + " WHERE s.subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())"
-)
+def _subscriptions(major: int) -> str:
+    """Subscriptions of this database: only columns every role may read, never the connection
+    string (it may hold a password), nor the enabled state (a restore always disables them).
+    Up to 13 a subscription's oid is readable by superusers only, so its comment (found by
+    oid) is left out there: every role must read the same fingerprint."""
+    commented = major >= 14
+    return _lines(
+        "SELECT format('%I publications (%s) slot %s', s.subname, (SELECT string_agg("
+        "quote_ident(x), ', ' ORDER BY x COLLATE \"C\") FROM unnest(s.subpublications) x),"
+        " coalesce(quote_ident(s.subslotname), 'none'))"
+        + (_COMMENTED if commented else "")
+        + " AS line FROM pg_subscription s"
+        + (_comment("pg_subscription", "s.oid") if commented else "")
+        + " WHERE s.subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())"
+    )
+
 
 # Extended statistics (CREATE STATISTICS) and their targets (-1 up to 16, NULL from 17: default).
 _STATISTICS = _lines(
@@ -618,7 +628,7 @@ def sections(major: int) -> dict[str, str]:
         "text_search": _TEXT_SEARCH,
         "foreign_data": _FOREIGN_DATA,
         "publications": _publications(major),
-        "subscriptions": _SUBSCRIPTIONS,
+        "subscriptions": _subscriptions(major),
         "statistics": _STATISTICS,
         "access_methods": _ACCESS_METHODS,
         "languages": _LANGUAGES,
@@ -630,22 +640,42 @@ def sections(major: int) -> dict[str, str]:
 class Fingerprint:
     hash: str
     sections: dict[str, list[str]] = field(repr=False)
+    major: int = 0  # the server's major version
 
     def as_dict(self) -> dict[str, Any]:
-        return {"fingerprint": self.hash, "objects": self.sections}
+        return {"fingerprint": self.hash, "server_major": self.major, "objects": self.sections}
 
 
-def _digest(sections: dict[str, str]) -> str:
+def _digest(sections: dict[str, str], major: int) -> str:
+    """The major in two decimal digits, then the first 62 hex digits of the sha256: 64 hex
+    digits like a plain sha256 (what the CRD and the ledger take), readable as `17…`."""
     digest = hashlib.sha256()
     for name in sorted(sections):
         digest.update(f"[{name}]\n{sections[name]}\n".encode())
-    return digest.hexdigest()
+    return f"{major:02d}{digest.hexdigest()[:62]}"
+
+
+_WITH_MAJOR = re.compile(r"[1-9][0-9][0-9a-f]{62}")
+
+
+def major_of(value: str) -> int | None:
+    """The PostgreSQL major a fingerprint was computed on; None for a value that names none
+    (a hand-written or older 64-digit value)."""
+    return int(value[:2]) if _WITH_MAJOR.fullmatch(value) else None
+
+
+def other_major(current: str, other: str) -> int | None:
+    """The major `other` was computed on, when it is not `current`'s: the two fingerprints
+    describe the schema as two different majors print it, and cannot be compared."""
+    mine, theirs = major_of(current), major_of(other)
+    return theirs if mine is not None and theirs is not None and mine != theirs else None
 
 
 def fingerprint(conn: psycopg.Connection[Any], ledger_schema: str) -> Fingerprint:
     """Read the schema of the connected database (excluding the ledger schema)."""
     ledger = sql.Literal(ledger_schema)
     texts: dict[str, str] = {}
+    major = conn.info.server_version // 10000
     with conn.transaction():  # one snapshot for every section
         conn.execute("SET LOCAL search_path = ''")  # fully qualified names in every definition
         # Large catalogs sort tens of thousands of lines: in memory, without parallel workers
@@ -655,12 +685,12 @@ def fingerprint(conn: psycopg.Connection[Any], ledger_schema: str) -> Fingerprin
         # Row estimates of catalog joins are rough; a high one must not buy a JIT compilation
         # that takes longer than the query.
         conn.execute("SET LOCAL jit = off")
-        for name, query in sections(conn.info.server_version // 10000).items():
+        for name, query in sections(major).items():
             # No parameters: the ledger schema is a literal, so `%` in the SQL stays itself.
             row = conn.execute(sql.SQL(query).format(ledger=ledger)).fetchone()
             texts[name] = str(row[0]) if row else ""
     parts = {name: text.split("\n") if text else [] for name, text in texts.items()}
-    return Fingerprint(_digest(texts), parts)
+    return Fingerprint(_digest(texts, major), parts, major)
 
 
 # --- differences ------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ _USER_SCHEMAS = "n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nsp
 class Unvalidated:
     table: str
     constraint: str
-    kind: str  # "foreign key" or "check"
+    kind: str  # "foreign key", "check" or "not null" (a catalog constraint from PostgreSQL 18)
     definition: str
     orphan_rows: int | None = None  # foreign keys only, when counted
 
@@ -33,14 +33,15 @@ def invalid_indexes(conn: psycopg.Connection[Any]) -> list[dict[str, Any]]:
 
 
 def unvalidated_constraints(conn: psycopg.Connection[Any]) -> list[Unvalidated]:
-    """NOT VALID foreign keys and checks: old rows were never checked against them."""
+    """NOT VALID foreign keys, checks and (PostgreSQL 18 on) NOT NULL constraints: old rows
+    were never checked against them."""
     rows = conn.execute(
         "SELECT k.conrelid::regclass::text, k.conname, k.contype, pg_get_constraintdef(k.oid)"
         " FROM pg_constraint k JOIN pg_namespace n ON n.oid = k.connamespace"
-        f" WHERE NOT k.convalidated AND k.contype IN ('f', 'c') AND {_USER_SCHEMAS}"
+        f" WHERE NOT k.convalidated AND k.contype IN ('f', 'c', 'n') AND {_USER_SCHEMAS}"
         " ORDER BY 1, 2"
     ).fetchall()
-    kinds = {"f": "foreign key", "c": "check"}
+    kinds = {"f": "foreign key", "c": "check", "n": "not null"}
     return [Unvalidated(str(r[0]), str(r[1]), kinds[str(r[2])], str(r[3])) for r in rows]
 
 

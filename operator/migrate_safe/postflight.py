@@ -8,7 +8,7 @@ from typing import Any
 
 import psycopg
 
-from migrate_safe.fingerprint import Fingerprint, fingerprint
+from migrate_safe.fingerprint import Fingerprint, fingerprint, other_major
 from migrate_safe.health import count_orphans, invalid_indexes, unvalidated_constraints
 from migrate_safe.ledger import Ledger
 from migrate_safe.plan import LedgerState
@@ -57,7 +57,7 @@ def _ledger_at_target(state: LedgerState, target: int | None) -> Check:
 
 def _unvalidated(conn: psycopg.Connection[Any]) -> list[Check]:
     """A NOT VALID foreign key with orphan rows will fail its VALIDATE; without orphans it
-    only needs one. CHECKs cannot be counted generically: they only warn."""
+    only needs one. CHECKs (and NOT NULLs, NOT VALID from 18) only warn."""
     found = unvalidated_constraints(conn)
     keys = [u for u in found if u.kind == "foreign key"]
     counted = [
@@ -79,7 +79,7 @@ def _unvalidated(conn: psycopg.Connection[Any]) -> list[Check]:
         )
     else:
         fk = Check("UnvalidatedForeignKeys", PASS, "every foreign key is validated")
-    checks = [u.__dict__ for u in found if u.kind == "check"]
+    checks = [u.__dict__ for u in found if u.kind in ("check", "not null")]
     summary = ", ".join(f"{c['table']}.{c['constraint']}" for c in checks)
     check = Check(
         "UnvalidatedChecks", WARN if checks else PASS,
@@ -99,6 +99,18 @@ def _invalid_indexes(conn: psycopg.Connection[Any]) -> Check:
 
 def _fingerprint(current: Fingerprint, expected: str | None) -> Check:
     evidence = [{"fingerprint": current.hash, "expected": expected}]
+    other = other_major(current.hash, expected) if expected else None
+    if other is not None:
+        # Not a different schema: a different description of it. Failing would roll back a
+        # good migration; passing would claim a check that did not happen.
+        return Check(
+            "Fingerprint",
+            WARN,
+            f"the expected fingerprint was computed on PostgreSQL {other} and this server is "
+            f"PostgreSQL {current.major}: they cannot be compared; compute the expected one "
+            f"on a PostgreSQL {current.major} server (docs/compatibility.md)",
+            evidence,
+        )
     if expected and expected != current.hash:
         return Check(
             "Fingerprint",

@@ -19,7 +19,7 @@ import psycopg
 
 from migrate_safe.config import Redactor
 from migrate_safe.errors import ConfigError
-from migrate_safe.fingerprint import fingerprint
+from migrate_safe.fingerprint import fingerprint, major_of, other_major
 from migrate_safe.health import invalid_indexes, unvalidated_constraints
 from migrate_safe.ledger import Ledger
 from migrate_safe.lint import Finding, Severity, refusal
@@ -48,7 +48,8 @@ DEFAULT_SEVERITY: dict[str, str] = {
     "SchemaDrift": WARN,
     "Lint": FAIL,
 }
-OLDEST_SUPPORTED = 120000
+# The oldest major the version matrix tests (docs/compatibility.md).
+OLDEST_SUPPORTED = 130000
 # What gets a run past the Lint check without touching the files or the settings.
 LINT_OVERRIDE_FLAGS = "`--warn-on Lint`, or for apply and run `--force`"
 CATALOG_LOCK_TIMEOUT = "2s"
@@ -173,7 +174,7 @@ class Preflight:
         if in_recovery:
             summary += "; connected to a standby (read-only): point at the primary"
         elif too_old:
-            summary += "; older than PostgreSQL 12, which migrate-safe no longer supports"
+            summary += "; older than PostgreSQL 13, the oldest migrate-safe supports"
         self._add("ServerVersion", in_recovery or too_old, summary, [{"server_version": version}])
 
     def _ledger(self) -> None:
@@ -399,13 +400,25 @@ class Preflight:
             return
         now = fingerprint(self.conn, self.ledger.schema).hash
         expected, run_id = recorded
+        evidence = [{"fingerprint": now, "recorded": expected, "recorded_by_run": run_id}]
+        then = other_major(now, expected)
+        if then is not None:
+            # A major upgrade (pg_upgrade, a new managed instance) is no drift, but it leaves
+            # nothing to compare with until a run records the schema as this major prints it.
+            summary = (
+                f"the last fingerprint was recorded on PostgreSQL {then} (run {run_id}) and the "
+                f"server is now PostgreSQL {major_of(now)}: fingerprints compare only within a "
+                "major, so drift cannot be judged until the next run records one"
+            )
+            self.checks.append(Check("SchemaDrift", WARN, summary, evidence))
+            return
         drifted = now != expected
         self._add(
             "SchemaDrift", drifted,
             f"schema changed outside migrate-safe since run {run_id} (fingerprint {now[:12]}, "
             f"recorded {expected[:12]}); see `migrate-safe fingerprint --json`"
             if drifted else "schema matches the fingerprint of the last run",
-            [{"fingerprint": now, "recorded": expected, "recorded_by_run": run_id}],
+            evidence,
         )  # fmt: skip
 
     def _lint(self) -> None:

@@ -19,7 +19,7 @@ from migrate_safe.backup import (
 from migrate_safe.commands import check_before_running, describe, load
 from migrate_safe.config import Settings
 from migrate_safe.errors import ConfigError, ExitCode, MigrateSafeError, MigrationFailed
-from migrate_safe.fingerprint import Fingerprint, describe_diff, diff, fingerprint
+from migrate_safe.fingerprint import Fingerprint, describe_diff, diff, fingerprint, other_major
 from migrate_safe.ledger import Ledger
 from migrate_safe.lint import DEFAULT_PG_VERSION, exit_code, lint_directory, render, summary
 from migrate_safe.localpg import LocalPostgres
@@ -89,13 +89,15 @@ def restore_backup(args: Args, settings: Settings, report: Reporter, body: Body)
                     "application object; pass --yes to confirm"
                 )
             report.progress(f"restoring {path} into {body['database']} (one transaction)…")
-            restore(ledger.conn, settings.require_database_url(), path, settings.redact)
+            dumped_by = manifest.pg_dump_version if manifest else None
+            dsn = settings.require_database_url()
+            restore(ledger.conn, dsn, path, settings.redact, dumped_by=dumped_by)
             now = fingerprint(ledger.conn, ledger.schema).hash
     except MigrationFailed as error:  # another run holds the ledger's lock
         raise RestoreFailed(f"restore: {error.message}", details=error.details) from None
     body["restored"] = str(path)
     body["fingerprint"] = now
-    if manifest and manifest.fingerprint:
+    if manifest and manifest.fingerprint and other_major(now, manifest.fingerprint) is None:
         body["matches_backup_fingerprint"] = now == manifest.fingerprint
     report.result(f"restored {path.name}; schema fingerprint {now}")
 
@@ -128,6 +130,11 @@ def _fingerprint_diff(urls: list[str], settings: Settings, report: Reporter, bod
         with connect(other, "fingerprint") as conn:
             prints.append(fingerprint(conn, settings.ledger_schema))
     first, second = prints
+    if first.major != second.major:
+        report.progress(
+            f"note: first runs PostgreSQL {first.major}, second PostgreSQL {second.major}; "
+            "the lines below also differ where the two majors print the same schema differently"
+        )
     differences = diff(first, second)
     body.update(
         first=first.hash,

@@ -36,6 +36,11 @@ def connect(settings: Settings, purpose: str) -> Iterator[psycopg.Connection[Any
             # If this process dies mid-statement, the server notices within a second and ends
             # the backend, releasing its locks instead of running on as an orphan.
             conn.execute("SET client_connection_check_interval = 1000")
+        if conn.info.server_version >= 170000:
+            # A role's or database's transaction_timeout (17+) ends the whole session when a
+            # transaction outlives it: mid-migration, the run would lose its advisory lock and
+            # its history row. lock_timeout and statement_timeout bound the harness's work.
+            conn.execute("SET transaction_timeout = 0")
         yield conn
     finally:
         conn.close()

@@ -199,6 +199,17 @@ CHANGES = {
     "language": "CREATE OR REPLACE TRUSTED LANGUAGE plcopy HANDLER plcopy_handler",
 }
 
+# The changes a property only some majors have: an older major refuses them, so there is
+# nothing there for the fingerprint to miss.
+SINCE = {
+    "column compression": 14,
+    "publication column list": 15,
+    "publication row filter": 15,
+    "publication schema": 15,
+    "sequence unlogged": 15,
+    "table access method": 15,
+}
+
 # A comment on every kind of object that can carry one.
 COMMENTS = {
     "schema": "SCHEMA app",
@@ -301,7 +312,13 @@ def test_base_has_an_object_in_every_section_but_subscriptions(base: Database) -
 
 
 @pytest.mark.parametrize("change", sorted(CHANGES))
-def test_every_kind_of_schema_change_changes_the_fingerprint(base: Database, change: str) -> None:
+def test_every_kind_of_schema_change_changes_the_fingerprint(
+    base: Database, pg: LocalPostgres, change: str
+) -> None:
+    if pg.major < SINCE.get(change, 0):
+        with pytest.raises(psycopg.errors.ProgrammingError):
+            before_and_after(base, CHANGES[change])
+        return
     before, after = before_and_after(base, CHANGES[change])
     assert after.hash != before.hash
 
@@ -315,7 +332,9 @@ def test_a_comment_on_every_commentable_kind_changes_the_fingerprint(
     assert any("said once" in line for lines in after.sections.values() for line in lines)
 
 
-def test_a_subscription_and_its_comment_change_it_without_its_password(base: Database) -> None:
+def test_a_subscription_and_its_comment_change_it_without_its_password(
+    base: Database, pg: LocalPostgres
+) -> None:
     before, subscribed = before_and_after(base, SUBSCRIPTION)
     assert subscribed.hash != before.hash
     assert subscribed.sections["subscriptions"] == [
@@ -323,7 +342,8 @@ def test_a_subscription_and_its_comment_change_it_without_its_password(base: Dat
     ]
     comment = "; COMMENT ON SUBSCRIPTION order_feed IS 'from billing'"
     _, commented = before_and_after(base, SUBSCRIPTION + comment)
-    assert commented.hash != subscribed.hash
+    # Up to 13 only a superuser may read a subscription's oid, which finds its comment.
+    assert (commented.hash != subscribed.hash) == (pg.major >= 14)
     assert "s3cr3t" not in json.dumps(commented.as_dict())
 
 

@@ -21,6 +21,7 @@ from migrate_safe.lint.sqlast import (
     alter_commands,
     column_type,
     not_null_check_column,
+    not_null_constraint_column,
     object_name,
     relation_name,
     table_key,
@@ -237,6 +238,12 @@ def _record_constraint(context: FileContext, table: str, constraint: ast.Constra
     if constraint.contype == ConstrType.CONSTR_CHECK and checked_column and name:
         validated = not constraint.skip_validation
         context.schema.not_null_checks[(table, name)] = NotNullCheck(checked_column, validated)
+    # From 18, NOT NULL itself may be added NOT VALID and validated later, like the CHECK.
+    not_null_column = not_null_constraint_column(constraint)
+    if not_null_column:
+        key = (table, name or f"{table}_{not_null_column}_not_null")  # the server's default
+        validated = not constraint.skip_validation
+        context.schema.not_null_checks[key] = NotNullCheck(not_null_column, validated)
 
 
 def _record_validation(context: FileContext, table: str, name: str) -> None:

@@ -182,6 +182,14 @@ def added_constraint(command: ast.AlterTableCmd) -> ast.Constraint | None:
     return command.def_ if isinstance(command.def_, ast.Constraint) else None
 
 
+def not_null_constraint_column(constraint: ast.Constraint) -> str | None:
+    """`CONSTRAINT c NOT NULL col` (a table constraint from PostgreSQL 18) → col."""
+    keys = constraint.keys or ()
+    if constraint.contype != ConstrType.CONSTR_NOTNULL or len(keys) != 1:
+        return None
+    return str(getattr(keys[0], "sval", "")) or None
+
+
 def not_null_check_column(expression: ast.Node | None) -> str | None:
     """`col IS NOT NULL` → col: the CHECK that lets SET NOT NULL skip its scan (PG12+)."""
     if not isinstance(expression, ast.NullTest):

@@ -16,10 +16,12 @@ from migrate_safe.lint.sqlast import (
     ColumnType,
     ParsedStatement,
     added_column,
+    added_constraint,
     alter_commands,
     column_constraints,
     column_type,
     is_null_constant,
+    not_null_constraint_column,
     relation_name,
     table_key,
     table_name,
@@ -194,13 +196,21 @@ def set_not_null_scans_table(statement: ParsedStatement, context: FileContext) -
     if altered is None:
         return
     node, table = altered
+    yield from _not_null_constraint_scans(node, table, context)
     for command in alter_commands(node, AlterTableType.AT_SetNotNull):
         column = str(command.name)
         proven = context.schema.proves_not_null(table_key(node.relation), column)
         if proven and context.pg_version >= 12:
             continue
         message = f"SET NOT NULL on {table}.{column} scans the whole table"
-        if context.pg_version < 12:
+        if context.pg_version >= 18:
+            yield Hit(
+                message + " under ACCESS EXCLUSIVE",
+                NOT_VALID_NOT_NULL,
+                subject=table,
+                missing_ok=bool(node.missing_ok),
+            )
+        elif context.pg_version < 12:
             yield Hit(
                 message + f" (PostgreSQL {context.pg_version} cannot use a CHECK to skip it)",
                 "keep a validated CHECK (col IS NOT NULL) instead of SET NOT NULL until the "
@@ -212,6 +222,33 @@ def set_not_null_scans_table(statement: ParsedStatement, context: FileContext) -
             yield Hit(
                 message + " under ACCESS EXCLUSIVE", subject=table, missing_ok=bool(node.missing_ok)
             )
+
+
+# PostgreSQL 18's own way: the NOT NULL constraint is NOT VALID, then validated, with no CHECK.
+NOT_VALID_NOT_NULL = (
+    "ADD CONSTRAINT c NOT NULL col NOT VALID; in a later migration VALIDATE CONSTRAINT c "
+    "(PostgreSQL 18+: it scans under SHARE UPDATE EXCLUSIVE, and the column is then NOT NULL)"
+)
+
+
+def _not_null_constraint_scans(
+    node: ast.AlterTableStmt, table: RelationName, context: FileContext
+) -> Iterator[Hit]:
+    """`ADD CONSTRAINT c NOT NULL col` (18+) proves it the way SET NOT NULL does."""
+    for command in alter_commands(node, AlterTableType.AT_AddConstraint):
+        constraint = added_constraint(command)
+        column = not_null_constraint_column(constraint) if constraint else None
+        if not column or (constraint and constraint.skip_validation):
+            continue
+        if context.schema.proves_not_null(table_key(node.relation), column):
+            continue
+        yield Hit(
+            f"ADD CONSTRAINT … NOT NULL on {table}.{column} scans the whole table under "
+            "ACCESS EXCLUSIVE",
+            NOT_VALID_NOT_NULL,
+            subject=table,
+            missing_ok=bool(node.missing_ok),
+        )
 
 
 # --- type changes ------------------------------------------------------------------------
