@@ -177,6 +177,9 @@ def _rehearse(engine: Engine, pending: list[Migration], report: Reporter, body: 
         if "skipped" in entry:
             report.result(f"  - {label}: skipped ({entry['skipped']})")
             continue
+        if "not_rehearsed" in entry:
+            report.result(f"  ? {label}: not rehearsed: {entry['not_rehearsed']}")
+            continue
         report.result(f"  {'✗' if 'error' in entry else '✓'} {label}")
         for statement in entry.get("statements", []):
             locks = [f"{lock['mode']} on {lock['relation']}" for lock in statement["locks"]]
@@ -192,8 +195,16 @@ def _rehearse(engine: Engine, pending: list[Migration], report: Reporter, body: 
                 f"(SQLSTATE {error['sqlstate']}); nothing was changed",
                 details=error,
             )
+    beyond = [entry["version"] for entry in results if "not_rehearsed" in entry]
+    passed = "rehearsal passed"
+    if beyond:
+        rehearsed = sum("statements" in entry and "not_rehearsed" not in entry for entry in results)
+        passed += (
+            f" for {rehearsed} migration(s); {len(beyond)} could not be rehearsed in one "
+            f"transaction ({', '.join(map(str, beyond))}): apply runs each in its own"
+        )
     report.result(
-        "rehearsal passed; everything was rolled back "
+        f"{passed}; everything was rolled back "
         "(checked: the schema fingerprint and the ledger are as before)"
     )
 

@@ -368,19 +368,30 @@ class Engine:
         statement's locks, roll everything back, then prove that nothing persisted."""
         before = self._snapshot()
         results: list[dict[str, Any]] = []
+        skipped: list[int] = []
         with self._rolled_back():
-            for migration in migrations:
+            for index, migration in enumerate(migrations):
                 entry: dict[str, Any] = {"version": migration.version, "name": migration.name}
                 results.append(entry)
                 if migration.up.directives.no_transaction:
                     entry["skipped"] = "no-transaction migration: cannot run inside a rehearsal"
+                    skipped.append(migration.version)
                     continue
                 self._set_timeouts(migration.up, self.policy.lock_timeout, local=True)
                 try:
                     entry["statements"] = self._rehearse_script(migration.up)
                 except _RehearsalStopped as stopped:
                     entry["statements"] = stopped.done
-                    entry["error"] = stopped.failed.as_dict()
+                    reason = _beyond_a_rehearsal(stopped.failed, skipped)
+                    if reason is None:
+                        entry["error"] = stopped.failed.as_dict()
+                        break
+                    entry["not_rehearsed"] = reason
+                    later = f"not rehearsed: the rehearsal stopped at {migration.version}"
+                    results += [
+                        {"version": m.version, "name": m.name, "not_rehearsed": later}
+                        for m in migrations[index + 1 :]
+                    ]
                     break
         self._prove_unchanged(before)
         return results
@@ -436,6 +447,26 @@ class Engine:
     def _rolled_back(self) -> Iterator[None]:
         with self.conn.transaction(force_rollback=True):
             yield
+
+
+def _beyond_a_rehearsal(failed: StatementFailed, skipped: list[int]) -> str | None:
+    """Why an error met in a rehearsal says nothing about the real apply, or None when it is
+    a real failure. One transaction cannot do two things apply does: commit a new enum value
+    before a later file uses it, and run a no-transaction migration a later file builds on."""
+    error = f"{failed.describe()}"
+    if isinstance(failed.error, pg_errors.UnsafeNewEnumValueUsage):
+        return (
+            "uses an enum value that an earlier migration of this rehearsal adds; PostgreSQL "
+            "lets it be used only once that migration has committed, as apply does and a "
+            f"rehearsal cannot ({error})"
+        )
+    if skipped:
+        versions = ", ".join(map(str, skipped))
+        return (
+            f"may depend on no-transaction migration(s) {versions}, which a rehearsal cannot "
+            f"run; it failed with: {error}"
+        )
+    return None
 
 
 @dataclass

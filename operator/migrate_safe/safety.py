@@ -16,9 +16,15 @@ from migrate_safe.backup import (
     restore,
     verify_checksum,
 )
-from migrate_safe.commands import check_before_running, describe, load
+from migrate_safe.commands import describe, load
 from migrate_safe.config import Settings
-from migrate_safe.errors import ConfigError, ExitCode, MigrateSafeError, MigrationFailed
+from migrate_safe.errors import (
+    ConfigError,
+    ExitCode,
+    MigrateSafeError,
+    MigrationFailed,
+    SourceError,
+)
 from migrate_safe.fingerprint import Fingerprint, describe_diff, diff, fingerprint, other_major
 from migrate_safe.ledger import Ledger
 from migrate_safe.lint import DEFAULT_PG_VERSION, exit_code, lint_directory, render, summary
@@ -29,6 +35,7 @@ from migrate_safe.plan import LedgerState
 from migrate_safe.report import Reporter
 from migrate_safe.session import connect, locked_ledger
 from migrate_safe.settings_file import load_settings_file
+from migrate_safe.source import Source
 from migrate_safe.verify import (
     FAIL,
     NOT_RUN,
@@ -209,18 +216,35 @@ def _scratch(settings: Settings, url: str) -> Settings:
     )
 
 
+def unrunnable_files(source: Source) -> list[str]:
+    """Why each file of the source cannot run, one line each (file:line: reason)."""
+    found: list[str] = []
+    for migration in source.migrations:
+        for script in (migration.up, migration.down):
+            if script is None:
+                continue
+            try:
+                script.body  # noqa: B018 (parsing it is the check)
+            except SourceError as error:
+                found += error.message.splitlines()
+    return found
+
+
 def verify(args: Args, settings: Settings, report: Reporter, body: Body) -> None:
     if args.directory:
         settings.migrations_dir = Path(args.directory)
     source = load(settings, report)
-    scripts = [m.up for m in source.migrations] + [m.down for m in source.migrations if m.down]
-    check_before_running(scripts, report, body)
+    # A file that cannot run (a syntax error, transaction control) fails its own step, and
+    # every other step is still checked; the exit code says so at the end (5).
+    unrunnable = unrunnable_files(source)
     file = load_settings_file(args.config)
     setups = setup_files(args.setup, file, args.config)
     lint = lint_config(args, file)
     with scratch_database(settings, report) as scratch, scratch.databases():
         pg_version = prepare_progression(scratch.progression, setups)
-        verifier = Verifier(report, args.slow_migration_seconds, lint, pg_version)
+        verifier = Verifier(
+            report, args.slow_migration_seconds, lint, pg_version, settings.allow_missing_down
+        )
         results = verifier.run(scratch, source.migrations)
     body["setup"] = [str(setup.path) for setup in setups]
     body["migrations"] = [r.__dict__ for r in results]
@@ -228,9 +252,14 @@ def verify(args: Args, settings: Settings, report: Reporter, body: Body) -> None
     body["markdown"] = markdown(results)
     report.result(body["markdown"] if args.markdown else text_summary(results))
     failed = [r for r in results if r.result == FAIL]
-    if failed:
-        raise MigrationFailed(
-            failure_message(failed, len(results)),
-            details={"version": failed[0].version, "versions": [r.version for r in failed]},
+    details: dict[str, object] = {"versions": [r.version for r in failed]}
+    if unrunnable:
+        listing = "\n".join(f"  - {line}" for line in unrunnable)
+        raise ConfigError(
+            f"{len(unrunnable)} migration file(s) cannot run:\n{listing}\n"
+            + (failure_message(failed, len(results)) if failed else ""),
+            details=details,
         )
+    if failed:
+        raise MigrationFailed(failure_message(failed, len(results)), details=details)
     report.progress(f"verify passed: {len(results)} migration(s) up, down and up again")

@@ -372,8 +372,12 @@ def _pair(
             problems.append(f"{down_path}: down migration without an up migration")
             continue
         if down_path is not None and _name_of(down_path) != _name_of(up_path):
-            problems.append(f"{down_path}: name differs from its up migration {up_path.name}")
-            continue
+            # golang-migrate pairs files by version alone, so existing directories do this; the
+            # up file's name is the migration's name.
+            warnings.append(
+                f"{down_path}: name differs from its up migration {up_path.name}; paired by "
+                "version, as golang-migrate does"
+            )
         if down_path is None:
             message = f"{up_path}: no down migration (it cannot be rolled back)"
             (warnings if allow_missing_down else problems).append(

@@ -179,8 +179,14 @@ def _run_setup(conn: psycopg.Connection[Any], setup: SetupFile) -> None:
 
 class Verifier:
     def __init__(
-        self, report: Reporter, slow_seconds: float, lint: LintConfig, pg_version: int
+        self,
+        report: Reporter,
+        slow_seconds: float,
+        lint: LintConfig,
+        pg_version: int,
+        allow_missing_down: bool = False,
     ) -> None:
+        self.allow_missing_down = allow_missing_down
         self.report = report
         self.slow_seconds = slow_seconds
         self.lint_config = lint
@@ -227,7 +233,7 @@ class Verifier:
         self.checked.append(migration)
         with locked_ledger(database, "verify") as ledger:
             engine = Engine(ledger.conn, ledger, database.policy, self.report)
-            _Step(engine, migration, result).run()
+            _Step(engine, migration, result, self.allow_missing_down).run()
         if result.result == PASS and result.up_ms > self.slow_seconds * 1000:
             result.result = WARN
             result.problems.append(f"slow: {result.up_ms} ms > {self.slow_seconds:g}s")
@@ -241,6 +247,7 @@ class _Step:
     engine: Engine
     migration: Migration
     result: MigrationCheck
+    allow_missing_down: bool = False
 
     def run(self) -> None:
         before = self._fingerprint()
@@ -251,7 +258,13 @@ class _Step:
         after_up = self._fingerprint()
         self.result.fingerprint = after_up.hash
         if self.migration.down is None:
-            self.result.fail("down", "no down migration: its rollback cannot be proven")
+            if not self.allow_missing_down:
+                self.result.fail("down", "no down migration: its rollback cannot be proven")
+            else:  # the user said so: the up is checked, the rollback is not provable
+                self.result.result = WARN
+                self.result.problems.append(
+                    "no down migration (allowed by --allow-missing-down): not rolled back"
+                )
             return
         if not self._attempt("down", lambda: self._timed("down_ms", self._down)):
             return

@@ -166,7 +166,7 @@ def test_the_rehearsal_proves_itself_and_names_what_persisted(cli: Cli, db: Data
     assert db.server.password not in done.stderr + done.stdout
 
 
-def test_verify_refuses_transaction_control_before_checking_anything(cli: Cli) -> None:
+def test_verify_names_files_with_transaction_control_and_exits_5(cli: Cli) -> None:
     cli.write(1, "a", "CREATE TABLE t1(id int);", "DROP TABLE t1;")
     down = cli.migrations / "002_b.down.sql"
     cli.write(2, "b", "CREATE TABLE t2(id int);", "DROP TABLE t2;\nROLLBACK;")

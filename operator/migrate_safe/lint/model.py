@@ -62,6 +62,9 @@ class Rule:
     unsafe_example: str
     safe_example: str
     bites: Bites = Bites.ALWAYS
+    # The statement cannot run as written (PostgreSQL or the harness refuses it): silencing
+    # the finding would only move the failure to apply time, so a refusal offers no way past it.
+    unrunnable: bool = False
 
 
 @dataclass(frozen=True)

@@ -158,8 +158,10 @@ def relations_to_look_up(texts: Iterable[str]) -> frozenset[RelationName]:
 
 
 def alter_commands(node: ast.Node, *subtypes: AlterTableType) -> Iterator[ast.AlterTableCmd]:
-    """The sub-commands of an ALTER TABLE statement that have one of `subtypes`."""
-    if not isinstance(node, ast.AlterTableStmt):
+    """The sub-commands of an ALTER TABLE statement that have one of `subtypes`. ALTER TYPE
+    … ADD/DROP/ALTER ATTRIBUTE parses as the same statement, but changes a composite type, not
+    a table: no table rule applies to it."""
+    if not isinstance(node, ast.AlterTableStmt) or node.objtype == ObjectType.OBJECT_TYPE:
         return
     for command in node.cmds or ():
         if isinstance(command, ast.AlterTableCmd) and command.subtype in subtypes:

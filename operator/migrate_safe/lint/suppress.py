@@ -19,6 +19,7 @@ from pglast.parser import ParseError, scan
 from migrate_safe.lint.config import LintConfig
 from migrate_safe.lint.judge import SIZE_LIMIT_NOTE
 from migrate_safe.lint.model import Finding
+from migrate_safe.lint.registry import RULES
 from migrate_safe.source import Directives
 
 _ALLOW = re.compile(r"migrate-safe:allow=([A-Z]+[0-9]+(?:\s*,\s*[A-Z]+[0-9]+)*)")
@@ -77,7 +78,15 @@ def suppression_reason(
 def way_out(blocking: Sequence[Finding], *, flags: str = "", directive: bool = True) -> str:
     """How to get past findings that refuse a run: the directive (unless the SQL that runs
     cannot be edited, e.g. a down stored in the ledger), the settings and `flags` (the
-    command's own override, e.g. "--warn-on Lint"), in that order."""
+    command's own override, e.g. "--warn-on Lint"), in that order. A finding whose statement
+    cannot run as written has no way past it but a fix."""
+    unrunnable = sorted({f.rule for f in blocking if RULES[f.rule].unrunnable})
+    if unrunnable:
+        fixes = "; ".join(f"{rule}: {RULES[rule].safe_alternative}" for rule in unrunnable)
+        return (
+            f"fix the file ({fixes}): {', '.join(unrunnable)} cannot be suppressed, the "
+            "statement cannot run as written"
+        )
     rules = sorted({f.rule for f in blocking})
     options = [
         f'`[lint.severity] {rules[0]} = "warning"` (a line per rule) in migrate-safe.toml',

@@ -19,6 +19,7 @@ SYNTAX_ERROR = register(
         "server's own grammar, so what it rejects the server rejects too.",
         unsafe_example="ALTER TABLE orders ADD COLUMN note text DEFALT '';",
         safe_example="ALTER TABLE orders ADD COLUMN note text DEFAULT '';",
+        unrunnable=True,
     )
 )
 BAD_FILE_NAME = register(
@@ -86,13 +87,14 @@ NAME_MISMATCH = register(
     Rule(
         id="MS706",
         name="up-down-name-mismatch",
-        severity=Severity.ERROR,
+        severity=Severity.WARNING,
         family="files",
         summary="The down migration's name differs from its up migration's",
         safe_alternative="rename the down file to match the up file",
         lock="n/a",
-        why="Pairs are matched by version and name; a mismatch usually means the down file "
-        "belongs to another change.",
+        why="Pairs are matched by version alone, as golang-migrate does, so the files still run "
+        "together; but a mismatch often means the down file belongs to another change: check "
+        "that it undoes this up.",
         unsafe_example="009_add_note.up.sql + 009_add_notes.down.sql",
         safe_example="009_add_note.up.sql + 009_add_note.down.sql",
     )

@@ -90,6 +90,7 @@ def transaction_forbidden(node: ast.Node, pg_version: int) -> str | None:
         unsafe_example="CREATE INDEX CONCURRENTLY orders_created_at_idx ON orders (created_at);",
         safe_example=f"{NO_TRANSACTION}\nCREATE INDEX CONCURRENTLY IF NOT EXISTS "
         "orders_created_at_idx ON orders (created_at);",
+        unrunnable=True,
     )
 )
 def needs_no_transaction(statement: ParsedStatement, context: FileContext) -> Iterator[Hit]:
@@ -135,6 +136,7 @@ def _needs_newer(node: ast.Node) -> tuple[str, int] | None:
         "-- migrate-safe:no-transaction\nREINDEX INDEX CONCURRENTLY orders_created_at_idx;",
         safe_example="-- lint-fixture: pg-version=12\n"
         "-- migrate-safe:no-transaction\nREINDEX INDEX CONCURRENTLY orders_created_at_idx;",
+        unrunnable=True,
     )
 )
 def needs_newer_postgres(statement: ParsedStatement, context: FileContext) -> Iterator[Hit]:
@@ -177,6 +179,7 @@ def _at(statements: list[ParsedStatement], control: TransactionControl) -> Parse
         unsafe_example="ALTER TABLE orders ADD COLUMN note text;\nCOMMIT;\n"
         "CREATE INDEX orders_note_idx ON orders (note);",
         safe_example="ALTER TABLE orders ADD COLUMN note text;",
+        unrunnable=True,
     )
 )
 def transaction_control(

@@ -1,0 +1,1 @@
+CREATE TYPE parcel_shape AS (width int, label text);

@@ -1,0 +1,1 @@
+ALTER TYPE parcel_shape ALTER ATTRIBUTE width TYPE int;

@@ -1,0 +1,1 @@
+CREATE TABLE bin (id bigint PRIMARY KEY);

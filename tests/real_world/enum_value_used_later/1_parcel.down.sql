@@ -1,0 +1,2 @@
+DROP TABLE parcel;
+DROP TYPE parcel_state;

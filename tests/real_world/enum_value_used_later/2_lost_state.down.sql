@@ -1,0 +1,2 @@
+-- an enum value cannot be removed
+SELECT 1;

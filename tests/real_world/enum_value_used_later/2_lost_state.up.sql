@@ -1,0 +1,1 @@
+ALTER TYPE parcel_state ADD VALUE 'lost';

@@ -1,0 +1,1 @@
+CREATE INDEX parcel_lost ON parcel (id) WHERE state = 'lost';

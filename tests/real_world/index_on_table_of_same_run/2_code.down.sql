@@ -1,0 +1,2 @@
+ALTER TABLE parcel ALTER COLUMN code DROP NOT NULL;
+DROP INDEX parcel_code;

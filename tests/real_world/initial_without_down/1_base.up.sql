@@ -1,0 +1,1 @@
+CREATE TABLE depot (id bigint PRIMARY KEY);

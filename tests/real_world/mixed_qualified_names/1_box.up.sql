@@ -1,0 +1,2 @@
+CREATE SCHEMA app;
+CREATE TABLE app.box (id bigint PRIMARY KEY);

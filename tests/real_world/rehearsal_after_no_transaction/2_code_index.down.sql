@@ -1,0 +1,2 @@
+-- migrate-safe:no-transaction
+DROP INDEX CONCURRENTLY parcel_code_key;

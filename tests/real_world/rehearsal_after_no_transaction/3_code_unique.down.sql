@@ -1,0 +1,1 @@
+ALTER TABLE parcel DROP CONSTRAINT parcel_code_unique;

@@ -1,0 +1,1 @@
+CREATE TABLE parcel (id bigint PRIMARY KEY, weight int, label text);

@@ -1,0 +1,9 @@
+BEGIN;
+UPDATE parcel SET weight = 0 WHERE weight IS NULL;
+ALTER TABLE parcel ALTER COLUMN weight SET NOT NULL;
+COMMIT;
+
+BEGIN;
+UPDATE parcel SET label = '' WHERE label IS NULL;
+ALTER TABLE parcel ALTER COLUMN label SET NOT NULL;
+COMMIT;

@@ -1,0 +1,2 @@
+-- forgets to drop the column
+SELECT 1;

@@ -1,0 +1,3 @@
+BEGIN;
+CREATE TABLE parcel (id bigint PRIMARY KEY);
+COMMIT;
