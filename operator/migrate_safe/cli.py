@@ -27,7 +27,7 @@ from migrate_safe.config import (
     parse_duration,
     parse_positive_duration,
 )
-from migrate_safe.errors import ConfigError, ExitCode, MigrateSafeError
+from migrate_safe.errors import ConfigError, ExitCode, MigrateSafeError, transient_sqlstate
 from migrate_safe.report import Reporter, default_termination_log
 
 # Seed-style flags kept as aliases: `migrate-safe --apply` is `migrate-safe apply`.
@@ -574,16 +574,20 @@ def run(args: argparse.Namespace, settings: Settings, report: Reporter) -> int:
             HANDLERS[args.command](args, settings, report, body)
         except Interrupted as stop:
             message = f"interrupted by {stop.name}; {_left_behind(body)}"
-            return _fail(report, body, 128 + stop.signum, message, {}, outcome="interrupted")
+            code = 128 + stop.signum
+            return _fail(report, body, code, message, {}, True, outcome="interrupted")
         except MigrateSafeError as error:
-            return _fail(report, body, int(error.exit_code), error.message, error.details)
+            code = int(error.exit_code)
+            return _fail(report, body, code, error.message, error.details, error.transient)
         except psycopg.Error as error:
             message = f"database error: {str(error).strip()} (SQLSTATE {error.sqlstate})"
-            return _fail(report, body, failure_code, message, {})
+            transient = transient_sqlstate(error.sqlstate)
+            state: dict[str, object] = {"sqlstate": error.sqlstate} if error.sqlstate else {}
+            return _fail(report, body, failure_code, message, state, transient)
         except Exception as error:  # a defect of migrate-safe: still a report, not a traceback
             message = f"unexpected error: {type(error).__name__}: {error}"
-            details: dict[str, object] = {"traceback": traceback.format_exc()}
-            return _fail(report, body, failure_code, message, details)
+            trace: dict[str, object] = {"traceback": traceback.format_exc()}
+            return _fail(report, body, failure_code, message, trace)
     report.finish(0, "succeeded", body)
     return 0
 
@@ -609,10 +613,11 @@ def _fail(
     code: int,
     message: str,
     details: dict[str, object],
+    transient: bool = False,
     *,
     outcome: str = "failed",
 ) -> int:
     report.progress(f"migrate-safe: error: {message}")
-    body["error"] = {"message": message, "details": details}
+    body["error"] = {"message": message, "details": details, "transient": transient}
     report.finish(code, outcome, body)
     return code

@@ -276,7 +276,11 @@ class Engine:
             return
         self.report.event(f"{unit.direction}_failed", version=unit.version, attempt=attempt, **info)
         gave_up = f" after {attempt} attempts" if failed.lock_timeout else ""
-        raise unit.failure(f"{unit.label} failed{gave_up}: {failed.describe()}", details=info)
+        raise unit.failure(
+            f"{unit.label} failed{gave_up}: {failed.describe()}",
+            details=info,
+            transient=failed.lock_timeout,  # the lock may be free next time; SQL stays wrong
+        )
 
     def _execute(self, script: Script, statement: Statement, *, in_transaction: bool) -> None:
         try:

@@ -20,14 +20,28 @@ class ExitCode(IntEnum):
 
 
 class MigrateSafeError(Exception):
-    """Base class: a failure the CLI reports as one clear line plus details."""
+    """Base class: a failure the CLI reports as one clear line plus details.
+
+    `transient`: the same run may succeed later without anyone changing anything (the
+    database could not be reached, a lock stayed taken); the operator retries those with
+    backoff instead of stalling.
+    """
 
     exit_code: ExitCode = ExitCode.MIGRATION_FAILED
+    transient: bool = False
 
-    def __init__(self, message: str, *, details: dict[str, object] | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        details: dict[str, object] | None = None,
+        transient: bool | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.details: dict[str, object] = details or {}
+        if transient is not None:
+            self.transient = transient
 
 
 class ConfigError(MigrateSafeError):
@@ -38,6 +52,28 @@ class ConfigError(MigrateSafeError):
 
 class SourceError(ConfigError):
     """A migration file that cannot be used; the message names the file."""
+
+
+class DatabaseUnavailable(ConfigError):
+    """The database cannot be reached now: DNS, a refused connection, authentication, a
+    server starting or shutting down. Exit 5 like any config error, but worth retrying."""
+
+    transient = True
+
+
+# SQLSTATE classes and codes a retry can outlive: connection exceptions, a server shutting
+# down or not yet accepting connections, too many connections, lock timeouts, deadlocks,
+# serialization failures.
+_TRANSIENT_SQLSTATE_CLASSES = ("08", "57P")
+_TRANSIENT_SQLSTATES = {"53300", "55P03", "40001", "40P01"}
+
+
+def transient_sqlstate(sqlstate: str | None) -> bool:
+    """Whether a database error that escaped a command is worth retrying as it is. A lost
+    connection has no SQLSTATE at all: that counts as transient too."""
+    if sqlstate is None:
+        return True
+    return sqlstate.startswith(_TRANSIENT_SQLSTATE_CLASSES) or sqlstate in _TRANSIENT_SQLSTATES
 
 
 class PreflightFailed(MigrateSafeError):

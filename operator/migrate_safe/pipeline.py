@@ -149,7 +149,9 @@ def record_outcome(
     the fingerprint goes into the history, so the next drift check knows this state is ours."""
     final = LedgerState(ledger.applied(), source)
     body["current_version"] = final.current_version
+    body["latest_version"] = source.latest_version
     body["pending"] = [m.version for m in final.pending]
+    body["missing_from_source"] = final.missing_from_source
     body["dirty"] = bool(final.dirty)
     body["dirty_versions"] = [row.version for row in final.dirty]
     body["fingerprint"] = record_fingerprint(ledger, report, command, outcome)
@@ -175,10 +177,18 @@ def outcome_recorded(
 def preflight_phase(
     ledger: Ledger, state: LedgerState, pending: list[Migration], settings: Settings,
     options: PhaseOptions, report: Reporter, body: Body, *, enforce: bool = True,
+    target: int | None = None,
 ) -> list[Check]:  # fmt: skip
     findings = lint_pending(ledger, state, pending, options.lint)
     checks = Preflight(
-        ledger.conn, ledger, state, pending, options.preflight, settings.redact, findings
+        ledger.conn,
+        ledger,
+        state,
+        pending,
+        options.preflight,
+        settings.redact,
+        findings,
+        target,
     ).run()
     failed = [c for c in checks if c.status == FAIL]
     body.update(
@@ -187,6 +197,7 @@ def preflight_phase(
         pending=[m.version for m in pending],
         missing_from_source=state.missing_from_source,
         dirty=bool(state.dirty),
+        dirty_versions=[row.version for row in state.dirty],
     )
     body["preflight"] = {
         "passed": not failed,

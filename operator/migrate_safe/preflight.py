@@ -110,7 +110,9 @@ class Preflight:
         config: PreflightConfig,
         redact: Redactor,
         findings: list[Finding],
+        target: int | None = None,
     ) -> None:
+        self.target = target
         self.conn = conn
         self.ledger = ledger
         self.state = state
@@ -203,6 +205,22 @@ class Preflight:
         versions = [m.version for m in self.pending]
         summary = f"{len(versions)} pending: {', '.join(map(str, versions))}" if versions else ""
         self.checks.append(Check("Pending", PASS, summary or "nothing to apply", []))
+        if self.target is not None:
+            self._target_version(self.target)
+
+    def _target_version(self, target: int) -> None:
+        """A target the source does not have can neither be applied up to nor rolled back to:
+        say so before any Job runs, rather than after a failed apply."""
+        known = set(self.state.source.by_version()) | self.state.applied_versions
+        exists = target == 0 or target in known
+        latest = self.state.source.latest_version
+        summary = (
+            f"version {target} exists"
+            if exists
+            else f"version {target} is neither in the source (latest "
+            f"{latest if latest is not None else 'none'}) nor in the ledger"
+        )
+        self.checks.append(Check("TargetVersion", PASS if exists else FAIL, summary, []))
 
     def _long_transactions(self) -> None:
         # Old transactions hold back vacuum and may hold locks a migration needs.

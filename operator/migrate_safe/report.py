@@ -10,12 +10,21 @@ import json
 import os
 import sys
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
 from migrate_safe.config import Redactor
+from migrate_safe.results import (
+    BackupInfo,
+    CheckProblem,
+    ErrorInfo,
+    LedgerView,
+    PhaseResult,
+    PlannedMigration,
+    PublishedPlan,
+)
 
 TERMINATION_LIMIT = 4096
 
@@ -127,73 +136,126 @@ class Reporter:
 
     def _summary(self, report: dict[str, Any]) -> str:
         """A ≤ 4 KiB digest for the kubelet to copy into the pod status: what the operator
-        needs to decide its next step, never the whole report."""
+        needs to decide its next step (results.PhaseResult), never the whole report."""
         summary = digest(report)
-        text = self._dumps(summary)
-        while len(text.encode()) > TERMINATION_LIMIT and _shrink(summary):
-            text = self._dumps(summary)
+        text = self._dumps(summary.to_json())
+        while len(text.encode()) > TERMINATION_LIMIT:
+            shorter = _shrink(summary)
+            if shorter is None:
+                break
+            summary = shorter
+            text = self._dumps(summary.to_json())
         return text
 
 
-_SCALARS = (
-    "command", "run_id", "outcome", "exit_code", "current_version", "latest_version",
-    "pending", "missing_from_source", "dirty", "dirty_versions", "fingerprint", "plan_hash",
-)  # fmt: skip
+def digest(report: dict[str, Any]) -> PhaseResult:
+    """The typed result of a run, from its JSON report."""
+    error = report.get("error")
+    return PhaseResult(
+        command=str(report["command"]),
+        outcome=str(report["outcome"]),
+        exit_code=int(report["exit_code"]),
+        run_id=str(report.get("run_id", "")),
+        ledger=_ledger_view(report),
+        fingerprint=report.get("fingerprint"),
+        plan_hash=report.get("plan_hash"),
+        applied=tuple(entry["version"] for entry in report.get("applied", [])),
+        rolled_back=tuple(entry["version"] for entry in report.get("rolled_back", [])),
+        preflight_problems=_problems(report, "preflight"),
+        postflight_problems=_problems(report, "postflight"),
+        backup=_backup(report.get("backup")),
+        plan=_plan(report.get("plan")),
+        error=_error(error) if error else None,
+    )
 
 
-def digest(report: dict[str, Any]) -> dict[str, Any]:
-    summary = {k: report[k] for k in _SCALARS if k in report}
-    for key in ("applied", "rolled_back"):
-        if key in report:
-            summary[key] = [entry["version"] for entry in report[key]]
-    for phase in ("preflight", "postflight"):
-        checks = report.get(phase, {}).get("checks", [])
-        problems = [c for c in checks if c["status"] != "pass"]
-        if problems:
-            summary[f"{phase}_problems"] = [
-                {"name": c["name"], "status": c["status"], "summary": str(c["summary"])[:300]}
-                for c in problems
-            ]
-    if "backup" in report:
-        backup = report["backup"]
-        summary["backup"] = {
-            k: backup.get(k) for k in ("path", "size_bytes", "sha256", "created_at")
-        }
-    if "plan" in report:
-        summary["plan"] = report["plan"]
-    if "error" in report:
-        error = report["error"]
-        details = error.get("details") or {}
-        summary["error"] = {
-            "message": str(error.get("message", ""))[:800],
-            **{k: details[k] for k in ("sqlstate", "file", "line", "version") if k in details},
-        }
-    return summary
+def _ledger_view(report: dict[str, Any]) -> LedgerView | None:
+    if "current_version" not in report:
+        return None  # this command did not read the ledger
+    pending = [int(v) for v in report.get("pending", [])]
+    return LedgerView(
+        current_version=report["current_version"],
+        latest_version=report.get("latest_version"),
+        pending_count=len(pending),
+        pending=tuple(pending),
+        missing_from_source=tuple(report.get("missing_from_source", [])),
+        dirty_versions=tuple(report.get("dirty_versions", [])),
+    )
 
 
-# Lists that can lose their tail, least valuable first.
-_SHRINKABLE = (
-    ("plan", "migrations"), ("pending",), ("applied",), ("rolled_back",),
-    ("missing_from_source",), ("preflight_problems",), ("postflight_problems",),
-)  # fmt: skip
+def _problems(report: dict[str, Any], phase: str) -> tuple[CheckProblem, ...]:
+    checks = report.get(phase, {}).get("checks", [])
+    return tuple(
+        CheckProblem(c["name"], c["status"], str(c["summary"])[:300])
+        for c in checks
+        if c["status"] != "pass"
+    )
 
 
-def _shrink(summary: dict[str, Any]) -> bool:
-    """Drop detail in order of least value; False when nothing is left to drop."""
-    for path in _SHRINKABLE:
-        holder: Any = summary
-        for key in path[:-1]:
-            holder = holder.get(key) if isinstance(holder, dict) else None
-        value = holder.get(path[-1]) if isinstance(holder, dict) else None
-        if isinstance(value, list) and value:
-            holder[path[-1]] = value[: len(value) // 2]
-            summary["truncated"] = True
-            return True
-    error = summary.get("error")
-    if isinstance(error, dict) and len(str(error.get("message", ""))) > 200:
-        error["message"] = str(error["message"])[:200] + "…"
-        return True
-    return False
+def _backup(backup: dict[str, Any] | None) -> BackupInfo | None:
+    if not backup:
+        return None
+    return BackupInfo(
+        path=str(backup.get("path", "")),
+        size_bytes=int(backup.get("size_bytes") or 0),
+        sha256=str(backup.get("sha256", "")),
+        created_at=str(backup.get("created_at", "")),
+    )
+
+
+def _plan(plan: dict[str, Any] | None) -> PublishedPlan | None:
+    if not plan:
+        return None
+    migrations = tuple(
+        PlannedMigration(m["version"], m["name"], m["noTransaction"], tuple(m["locks"]))
+        for m in plan["migrations"]
+    )
+    return PublishedPlan(plan["hash"], plan["direction"], migrations, dict(plan["lint"]))
+
+
+def _error(error: dict[str, Any]) -> ErrorInfo:
+    details = error.get("details") or {}
+    return ErrorInfo(
+        message=str(error.get("message", ""))[:800],
+        transient=bool(error.get("transient", False)),
+        sqlstate=details.get("sqlstate"),
+        file=details.get("file"),
+        line=details.get("line"),
+        version=details.get("version"),
+        check=error.get("check"),
+    )
+
+
+def _shrink(result: PhaseResult) -> PhaseResult | None:
+    """Drop detail in order of least value, halving one list at a time; None when nothing is
+    left to drop. Counts (ledger.pending_count) are never shortened."""
+    plan, ledger, error = result.plan, result.ledger, result.error
+    if plan and plan.migrations:
+        shorter_plan = replace(plan, migrations=_half(plan.migrations))
+        return replace(result, plan=shorter_plan, truncated=True)
+    if ledger and ledger.pending:
+        shorter_ledger = replace(ledger, pending=_half(ledger.pending))
+        return replace(result, ledger=shorter_ledger, truncated=True)
+    if result.applied:
+        return replace(result, applied=_half(result.applied), truncated=True)
+    if result.rolled_back:
+        return replace(result, rolled_back=_half(result.rolled_back), truncated=True)
+    if result.preflight_problems:
+        problems = _half(result.preflight_problems)
+        return replace(result, preflight_problems=problems, truncated=True)
+    if result.postflight_problems:
+        problems = _half(result.postflight_problems)
+        return replace(result, postflight_problems=problems, truncated=True)
+    if ledger and ledger.missing_from_source:
+        missing = _half(ledger.missing_from_source)
+        return replace(result, ledger=replace(ledger, missing_from_source=missing), truncated=True)
+    if error and len(error.message) > 200:
+        return replace(result, error=replace(error, message=error.message[:200] + "…"))
+    return None
+
+
+def _half(items: tuple[Any, ...]) -> tuple[Any, ...]:
+    return items[: len(items) // 2]
 
 
 def default_termination_log() -> Path | None:

@@ -63,7 +63,7 @@ def preflight(args: Args, settings: Settings, report: Reporter, body: Body) -> N
         # Unlike apply, a target below the current version is no error here: the operator's
         # preflight Job also reports what a rollback would start from.
         pending = [m for m in state.pending if args.to is None or m.version <= args.to]
-        preflight_phase(ledger, state, pending, settings, options, report, body)
+        preflight_phase(ledger, state, pending, settings, options, report, body, target=args.to)
 
 
 def backup(args: Args, settings: Settings, report: Reporter, body: Body) -> None:

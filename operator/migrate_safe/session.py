@@ -9,7 +9,7 @@ from typing import Any
 import psycopg
 
 from migrate_safe.config import Settings, describe_dsn
-from migrate_safe.errors import ConfigError, MigrationFailed
+from migrate_safe.errors import DatabaseUnavailable, MigrationFailed
 from migrate_safe.ledger import (
     Ledger,
     acquire_advisory_lock,
@@ -30,12 +30,15 @@ def connect(settings: Settings, purpose: str) -> Iterator[psycopg.Connection[Any
         )
     except psycopg.OperationalError as error:
         reason = settings.redact(str(error).strip().splitlines()[-1] if str(error) else "")
-        raise ConfigError(f"cannot connect to {where}: {reason}") from None
+        raise DatabaseUnavailable(f"cannot connect to {where}: {reason}") from None
     try:
         if conn.info.server_version >= 140000:
             # If this process dies mid-statement, the server notices within a second and ends
             # the backend, releasing its locks instead of running on as an orphan.
             conn.execute("SET client_connection_check_interval = 1000")
+            # A role's or database's idle_session_timeout (14+) would end the session while it
+            # waits, idle, for pg_dump or for a quiet table, and the advisory lock with it.
+            conn.execute("SET idle_session_timeout = 0")
         if conn.info.server_version >= 170000:
             # A role's or database's transaction_timeout (17+) ends the whole session when a
             # transaction outlives it: mid-migration, the run would lose its advisory lock and
@@ -61,6 +64,7 @@ def exclusive(ledger: Ledger, wait_seconds: float) -> Iterator[None]:
             f"another migration run holds the lock of ledger {ledger.schema}: {who}; "
             f"gave up after {wait_seconds:g}s (--lock-wait)",
             details={"holder_pid": holder.pid if holder else None},
+            transient=True,
         )
     try:
         yield

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from migrate_safe.localpg import LocalPostgres
+from migrate_safe.results import PhaseResult
 from tests.conftest import Cli, Database
 
 pytestmark = pytest.mark.db
@@ -100,12 +101,10 @@ def test_termination_message_is_a_compact_json_summary(cli: Cli, tmp_path: Path)
     assert done.returncode == 0, done.stderr
     raw = termination.read_bytes()
     assert len(raw) <= 4096
-    summary = json.loads(raw)
-    assert (summary["outcome"], summary["exit_code"], summary["current_version"]) == (
-        "succeeded",
-        0,
-        300,
-    )
+    summary = PhaseResult.from_json(json.loads(raw))  # what the operator reads
+    assert (summary.outcome, summary.exit_code) == ("succeeded", 0)
+    assert summary.ledger is not None and summary.ledger.current_version == 300
+    assert summary.applied == tuple(range(1, 301))
 
 
 def test_python_dash_m_and_console_script_are_the_same_program() -> None:

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from migrate_safe.results import LedgerView, PhaseResult
 from tests.conftest import Cli, Database, wait_for
 
 pytestmark = pytest.mark.db
@@ -19,11 +20,12 @@ pytestmark = pytest.mark.db
 
 def run_with_termination_log(
     cli: Cli, tmp_path: Path, *args: str
-) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
+) -> tuple[subprocess.CompletedProcess[str], PhaseResult]:
+    """Run the CLI as a Job pod does; the termination message read as the operator reads it."""
     termination = tmp_path / "termination-log"
     command = [*cli.command(*args)[:-2], "--termination-log", str(termination)]
     done = subprocess.run(command, env=cli.env(), cwd=cli.workdir, capture_output=True, text=True)
-    return done, json.loads(termination.read_text())
+    return done, PhaseResult.from_json(json.loads(termination.read_text()))
 
 
 def last_report(cli: Cli) -> dict[str, Any]:
@@ -44,12 +46,11 @@ def test_a_failed_apply_reports_the_ledger_as_it_is_after_the_run(
     cli.write(3, "broken", "ALTER TABLE nowhere ADD COLUMN x int;", "SELECT 1;")
     done, summary = run_with_termination_log(cli, tmp_path, "apply", "--no-backup")
     assert done.returncode == 2
-    for document in (last_report(cli), summary):
-        assert document["current_version"] == 2
-        assert document["pending"] == [3, 4, 5]
-        assert document["dirty"] is False
-    assert [entry["version"] for entry in last_report(cli)["applied"]] == [1, 2]
-    assert summary["applied"] == [1, 2]
+    report = last_report(cli)
+    assert (report["current_version"], report["pending"], report["dirty"]) == (2, [3, 4, 5], False)
+    assert [entry["version"] for entry in report["applied"]] == [1, 2]
+    assert summary.ledger == LedgerView(2, 5, 3, (3, 4, 5))
+    assert summary.applied == (1, 2)
     finished = events(cli)[-1]
     assert (finished["event"], finished["current_version"]) == ("run_finished", 2)
 
@@ -68,9 +69,10 @@ def test_a_failed_no_transaction_migration_reports_dirty(
         (1, "applied"),
         (2, "dirty"),
     ]
-    for document in (last_report(cli), summary):
-        assert (document["dirty"], document["dirty_versions"]) == (True, [2])
-        assert document["current_version"] == 2
+    report = last_report(cli)
+    assert (report["dirty"], report["dirty_versions"], report["current_version"]) == (True, [2], 2)
+    assert summary.ledger is not None and summary.ledger.dirty_versions == (2,)
+    assert summary.ledger.current_version == 2
 
 
 SLOW = "CREATE TABLE half_done (id int);\nSELECT pg_sleep(60);\n"
@@ -127,7 +129,7 @@ def test_an_unwritable_log_directory_is_a_config_error_before_anything_runs(
     assert done.returncode == 5
     assert f"--log-dir {cli.log_dir}: cannot write" in done.stderr
     assert "Traceback" not in done.stderr
-    assert (summary["exit_code"], summary["outcome"]) == (5, "failed")
+    assert (summary.exit_code, summary.outcome) == (5, "failed")
     assert db.scalar("SELECT to_regclass('t') IS NULL") is True
 
 

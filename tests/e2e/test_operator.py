@@ -240,6 +240,8 @@ def test_plan_mode_publishes_a_hash_that_approval_must_match(
         timeout=60,
     )
     assert waiting["status"]["observedGeneration"] == 2
+    awaiting = condition(get(custom, namespace, "planned"), "Ready")["message"]
+    assert f"does not match the current plan {plan['hash']}" in awaiting
     patch_spec(custom, namespace, "planned", {"approval": {"planHash": plan["hash"]}})
     obj = wait_condition(custom, namespace, "planned", "Ready", "True")
     assert obj["status"]["currentVersion"] == 4

@@ -1,4 +1,8 @@
-"""The operator's state machine, pure: every phase × Job outcome × spec change, no cluster."""
+"""The operator's state machine, pure: every phase × Job outcome × spec change, no cluster.
+
+Job results are made the way the harness makes them: a JSON report body through
+`report.digest`, the same function that writes the pod's termination message.
+"""
 
 from __future__ import annotations
 
@@ -12,23 +16,41 @@ from migrate_safe.k8s.reconcile import (
     FAILURE_REASON,
     Decision,
     JobView,
+    Rejection,
     World,
     decide,
     job_name,
+    retry_delay,
 )
+from migrate_safe.report import digest
 
 T0 = datetime(2026, 11, 25, 8, 0, tzinfo=UTC)
-PASSED = {"outcome": "succeeded", "exit_code": 0}
+UID = "0a1b2c3d-1111-2222-3333-444455556666"
+PASSED: dict[str, Any] = {"outcome": "succeeded", "exit_code": 0}
+
+
+def applied(*versions: int) -> list[dict[str, int]]:
+    return [{"version": v} for v in versions]
 
 
 def preflight_result(**fields: Any) -> dict[str, Any]:
     base = {
-        "current_version": 0,
+        "current_version": None,
         "latest_version": 3,
         "pending": [1, 2, 3],
         "missing_from_source": [],
     }
     return {**PASSED, **base, **fields}
+
+
+def apply_result(current: int, *versions: int) -> dict[str, Any]:
+    return {**PASSED, "current_version": current, "pending": [], "applied": applied(*versions)}
+
+
+def failure(exit_code: int, message: str, **details: Any) -> dict[str, Any]:
+    transient = details.pop("transient", False)
+    error = {"message": message, "details": details, "transient": transient}
+    return {"outcome": "failed", "exit_code": exit_code, "error": error}
 
 
 @dataclass
@@ -42,6 +64,7 @@ class Sim:
         }
     )
     generation: int = 1
+    uid: str = UID
     status: dict[str, Any] = field(default_factory=lambda: {"observedGeneration": -1})
     jobs: dict[str, JobView] = field(default_factory=dict)
     now: datetime = T0
@@ -57,6 +80,7 @@ class Sim:
                 self.status,
                 self.jobs,
                 self.now,
+                uid=self.uid,
                 **world,
             )
         )
@@ -64,14 +88,24 @@ class Sim:
         if decision.launch:
             launch = decision.launch
             self.jobs[launch.job_name] = JobView(
-                launch.job_name, launch.phase, self.generation, launch.attempt, "running"
+                launch.job_name,
+                launch.phase,
+                self.generation,
+                launch.attempt,
+                "running",
+                owner_uid=self.uid,
             )
+        for name in decision.delete_jobs:
+            self.jobs.pop(name, None)
         self.last = decision
         return decision
 
-    def finish(self, phase: str, result: dict[str, Any] | None, state: str = "succeeded") -> None:
-        name = self.status["jobs"][phase]
+    def finish(
+        self, phase: str, body: dict[str, Any] | None, state: str = "succeeded", name: str = ""
+    ) -> None:
+        name = name or self.status["jobs"][phase]
         stamp = self.now.strftime("%Y-%m-%dT%H:%M:%SZ")
+        result = digest({"command": phase, **body}) if body is not None else None
         self.jobs[name] = replace(
             self.jobs[name], state=state, result=result, started_at=stamp, finished_at=stamp
         )
@@ -88,6 +122,9 @@ class Sim:
 
     def launched(self) -> str | None:
         return self.last.launch.phase if self.last and self.last.launch else None
+
+    def name(self, phase: str, attempt: int = 1) -> str:
+        return job_name("orders", self.uid, self.generation, phase, attempt)
 
 
 def migrated(sim: Sim, *, backup: bool = False) -> None:
@@ -106,8 +143,8 @@ def migrated(sim: Sim, *, backup: bool = False) -> None:
                 },
             },
         )
-    sim.run("apply", {**PASSED, "current_version": 3, "applied": [1, 2, 3]})
-    sim.run("postflight", {**PASSED, "current_version": 3, "fingerprint": "f" * 64})
+    sim.run("apply", apply_result(3, 1, 2, 3))
+    sim.run("postflight", {**PASSED, "fingerprint": "f" * 64})
 
 
 def test_first_visit_writes_observed_generation_and_conditions_and_starts_preflight() -> None:
@@ -118,7 +155,7 @@ def test_first_visit_writes_observed_generation_and_conditions_and_starts_prefli
         "False",
         "True",
     )
-    assert decision.launch and decision.launch.job_name == "orders-g1-preflight"
+    assert decision.launch and decision.launch.job_name == "orders-0a1b2-g1-preflight"
     assert decision.requeue_after
 
 
@@ -151,7 +188,7 @@ def test_without_backup_and_postflight_it_goes_straight_to_ready() -> None:
     sim.spec["postflight"] = {"enabled": False}
     sim.step()
     sim.run("preflight", preflight_result())
-    sim.run("apply", {**PASSED, "current_version": 3})
+    sim.run("apply", apply_result(3, 1, 2, 3))
     assert sim.condition("Ready")["status"] == "True"
     assert sim.condition("BackedUp")["reason"] == "BackupDisabled"
 
@@ -166,20 +203,17 @@ def test_a_failed_phase_stalls_the_generation_with_its_reason(phase: str) -> Non
         if earlier == phase:
             break
         sim.run(earlier, PASSED)
-    error = {
-        "message": 'relation "x" does not exist',
-        "sqlstate": "42P01",
-        "file": "2.up.sql",
-        "line": 3,
-    }
-    decision = sim.run(phase, {"outcome": "failed", "exit_code": 2, "error": error}, "failed")
+    message = '2_x failed: 2.up.sql:3: relation "x" does not exist (SQLSTATE 42P01)'
+    result = failure(2, message, sqlstate="42P01", file="2.up.sql", line=3)
+    decision = sim.run(phase, result, "failed")
     assert decision.launch is None
     stalled = sim.condition("Stalled")
     assert (stalled["status"], stalled["reason"]) == ("True", FAILURE_REASON[phase])
-    assert 'relation "x" does not exist (2.up.sql:3) [SQLSTATE 42P01]' in stalled["message"]
+    assert stalled["message"] == message  # the harness already names file, line and SQLSTATE
     assert sim.condition("Reconciling")["status"] == "False"  # kstatus reads Reconciling first
     assert sim.status["phase"] == "Failed"
-    assert any(e.kind == "Warning" and e.reason == FAILURE_REASON[phase] for e in decision.events)
+    warnings = [e for e in decision.events if e.kind == "Warning"]
+    assert [e.reason for e in warnings] == [FAILURE_REASON[phase]]  # one Event per failure
     assert sim.step().launch is None  # stays stalled until the spec changes
 
 
@@ -206,7 +240,7 @@ def blocked_preflight() -> dict[str, Any]:
         **preflight_result(),
         "outcome": "failed",
         "exit_code": 1,
-        "preflight_problems": [problem],
+        "preflight": {"checks": [problem]},
     }
 
 
@@ -222,7 +256,7 @@ def test_preflight_blocked_by_other_sessions_is_retried_after_the_interval() -> 
     assert sim.condition("Stalled")["status"] == "False"
     sim.now += timedelta(seconds=11)
     retry = sim.step()
-    assert retry.launch and retry.launch.job_name == "orders-g1-preflight-2"
+    assert retry.launch and retry.launch.job_name == sim.name("preflight", 2)
     sim.run("preflight", preflight_result())
     assert sim.launched() == "apply"
 
@@ -233,7 +267,7 @@ def test_preflight_failures_a_retry_cannot_fix_stall(check: str) -> None:
     sim.step()
     result = {
         **blocked_preflight(),
-        "preflight_problems": [{"name": check, "status": "fail", "summary": "bad"}],
+        "preflight": {"checks": [{"name": check, "status": "fail", "summary": "bad"}]},
     }
     sim.run("preflight", result, "failed")
     assert (sim.condition("Stalled")["status"], sim.condition("Stalled")["reason"]) == (
@@ -284,7 +318,7 @@ def rolled_forward(policy: str, **rollback: Any) -> Sim:
 def test_lower_target_with_auto_policy_rolls_back_then_postflights() -> None:
     sim = rolled_forward("Auto")
     assert sim.last and sim.last.launch and sim.last.launch.options == {"to": 1}
-    sim.run("rollback", {**PASSED, "current_version": 1, "rolled_back": [3, 2]})
+    sim.run("rollback", {**PASSED, "current_version": 1, "rolled_back": applied(3, 2)})
     assert sim.last and sim.last.launch and sim.last.launch.options == {"to": 1}  # postflight
     sim.run("postflight", {**PASSED, "current_version": 1})
     assert (sim.condition("Ready")["status"], sim.condition("Ready")["reason"]) == (
@@ -336,7 +370,7 @@ def test_failed_rollback_restores_the_backup_when_asked() -> None:
     sim.step()
     sim.run("preflight", preflight_result(current_version=3, pending=[]))
     sim.run("backup", {**PASSED, "backup": {"size_bytes": 5}})
-    failed = {"outcome": "failed", "exit_code": 4, "error": {"message": "down failed"}}
+    failed = failure(4, "down failed")
     decision = sim.run("rollback", failed, "failed")
     assert decision.launch and decision.launch.phase == "restore"
     sim.run("restore", PASSED)
@@ -350,7 +384,7 @@ def test_a_new_generation_forgets_the_old_jobs_but_keeps_what_is_known() -> None
     sim.spec = {**sim.spec, "targetVersion": 3}
     sim.generation = 2
     decision = sim.step()
-    assert decision.launch and decision.launch.job_name == "orders-g2-preflight"
+    assert decision.launch and decision.launch.job_name == sim.name("preflight")
     assert sim.status["currentVersion"] == 3 and "results" in sim.status
     assert list(sim.status["results"]) == []
     assert (sim.condition("Ready")["status"], sim.status["observedGeneration"]) == ("False", 2)
@@ -390,7 +424,7 @@ def test_missing_source_configmap_stalls_without_creating_a_job() -> None:
     assert sim.condition("Stalled")["reason"] == "SourceNotFound"
     assert "attempts" not in sim.status or sim.status["attempts"] == {}
     recovered = sim.step()
-    assert recovered.launch and recovered.launch.job_name == "orders-g1-preflight"
+    assert recovered.launch and recovered.launch.job_name == sim.name("preflight")
 
 
 def test_nothing_pending_goes_to_postflight_and_ready() -> None:
@@ -411,11 +445,12 @@ def test_lasttransitiontime_moves_only_when_the_status_flips() -> None:
     assert sim.condition("Reconciling")["lastTransitionTime"] == first
 
 
-def test_job_names_are_deterministic_and_fit_63_characters() -> None:
-    assert job_name("orders", 3, "preflight", 2) == "orders-g3-preflight-2"
-    long = job_name("a" * 80, 12345, "postflight", 17)
-    assert len(long) <= 63 and long == job_name("a" * 80, 12345, "postflight", 17)
-    assert long != job_name("a" * 79 + "b", 12345, "postflight", 17)
+def test_job_names_are_deterministic_per_incarnation_and_fit_63_characters() -> None:
+    assert job_name("orders", UID, 3, "preflight", 2) == "orders-0a1b2-g3-preflight-2"
+    assert job_name("orders", "ffff" + UID, 3, "preflight", 2) != "orders-0a1b2-g3-preflight-2"
+    long = job_name("a" * 80, UID, 12345, "postflight", 17)
+    assert len(long) <= 63 and long == job_name("a" * 80, UID, 12345, "postflight", 17)
+    assert long != job_name("a" * 79 + "b", UID, 12345, "postflight", 17)
 
 
 def test_status_patch_deletes_nested_keys_that_disappear() -> None:
@@ -435,3 +470,189 @@ def test_a_job_that_succeeded_without_a_result_is_not_taken_for_a_success() -> N
     assert decision.launch is None  # no apply, no postflight decided on missing knowledge
     assert sim.condition("Stalled")["reason"] == "PreflightFailed"
     assert "left no result" in sim.condition("Stalled")["message"]
+
+
+# --- issue: the operator tells the truth through what users do to a resource -----------------
+
+
+def foreign_job(phase: str, state: str, generation: int = 1) -> JobView:
+    name = job_name("orders", "ffffffff-old", generation, phase, 1)
+    result = digest({"command": phase, **apply_result(2, 1, 2)}) if state != "running" else None
+    return JobView(name, phase, generation, 1, state, result, owner_uid="ffffffff-old")
+
+
+def test_a_recreated_resource_never_adopts_its_predecessors_jobs() -> None:
+    sim = Sim()
+    old = {
+        j.name: j
+        for j in (foreign_job("preflight", "succeeded"), foreign_job("apply", "succeeded"))
+    }
+    sim.jobs.update(old)
+    decision = sim.step()
+    assert decision.launch and decision.launch.job_name == sim.name("preflight")
+    assert sorted(decision.delete_jobs) == sorted(old)  # cleaned up, never read
+    assert "results" not in sim.status or sim.status["results"] == {}
+    assert [e.reason for e in decision.events] == ["GenerationObserved", "PreflightStarted"]
+    assert sim.condition("Ready")["status"] == "False"
+
+
+def test_a_predecessors_running_apply_is_waited_for_not_killed_nor_adopted() -> None:
+    sim = Sim()
+    running = foreign_job("apply", "running")
+    sim.jobs[running.name] = running
+    decision = sim.step()
+    assert decision.launch is None and decision.delete_jobs == []
+    assert sim.condition("Ready")["reason"] == "PreviousResourceJobRunning"
+    assert running.name in sim.condition("Ready")["message"]
+    assert sim.condition("Stalled")["status"] == "False"
+    sim.jobs[running.name] = foreign_job("apply", "succeeded")
+    decision = sim.step()
+    assert decision.launch and decision.launch.phase == "preflight"
+    assert decision.delete_jobs == [running.name]
+
+
+def spec_changed_during_apply(sim: Sim, **spec: Any) -> str:
+    sim.step()
+    sim.run("preflight", preflight_result())
+    apply_job = sim.status["jobs"]["apply"]
+    sim.spec = {**sim.spec, **spec}
+    sim.generation = 2
+    return str(apply_job)
+
+
+def test_a_spec_change_during_apply_waits_for_it_then_records_it() -> None:
+    sim = Sim()
+    apply_job = spec_changed_during_apply(sim, targetVersion=3)
+    decision = sim.step()
+    assert decision.launch is None  # no second generation in parallel
+    ready = sim.condition("Ready")
+    assert ready["reason"] == "PreviousGenerationRunning" and apply_job in ready["message"]
+    assert sim.status["observedGeneration"] == 2
+    sim.finish("apply", apply_result(2, 1, 2), name=apply_job)
+    decision = sim.step()
+    assert [job.name for job in decision.finished] == [apply_job]  # metrics count it
+    assert sim.status["history"][-1]["job"] == apply_job
+    assert sim.status["currentVersion"] == 2
+    succeeded = [e for e in decision.events if e.reason == "ApplySucceeded"]
+    assert len(succeeded) == 1 and "applied 1, 2; at version 2" in succeeded[0].message
+    assert decision.launch and decision.launch.job_name == sim.name("preflight")
+    assert "handoff" not in sim.status
+
+
+def test_a_lower_target_during_apply_rolls_back_after_the_apply() -> None:
+    sim = Sim()
+    sim.spec["rollback"] = {"policy": "Auto"}
+    apply_job = spec_changed_during_apply(sim, targetVersion=1)
+    sim.step()
+    sim.finish("apply", apply_result(2, 1, 2), name=apply_job)
+    sim.step()
+    sim.run("preflight", preflight_result(current_version=2, pending=[3]))
+    assert sim.last and sim.last.launch and sim.last.launch.phase == "rollback"
+    assert sim.last.launch.options == {"to": 1}
+
+
+def test_an_earlier_generations_job_the_status_lost_is_still_waited_for() -> None:
+    sim = Sim()
+    apply_job = spec_changed_during_apply(sim, targetVersion=3)
+    sim.status["jobs"] = {}  # the status patch that named it was lost with the operator
+    sim.step()
+    assert sim.condition("Ready")["reason"] == "PreviousGenerationRunning"
+    assert sim.status["handoff"][0]["job"] == apply_job
+
+
+def test_a_transient_failure_is_retried_with_backoff_never_stalled() -> None:
+    sim = Sim()
+    sim.step()
+    unreachable = failure(
+        5, "cannot connect to app@db:5432/app: connection refused", transient=True
+    )
+    decision = sim.run("preflight", unreachable, "failed")
+    assert decision.launch is None
+    assert sim.condition("Stalled")["status"] == "False"
+    assert sim.condition("Reconciling")["status"] == "True"
+    assert sim.condition("Ready")["reason"] == "TransientFailure"
+    assert "retrying in 10s" in sim.condition("Ready")["message"]
+    assert [e.reason for e in decision.events] == ["PreflightRetrying"]
+    sim.now += timedelta(seconds=retry_delay(1))
+    retry = sim.step()
+    assert retry.launch and retry.launch.job_name == sim.name("preflight", 2)
+    sim.run("preflight", unreachable, "failed")
+    assert "retrying in 20s" in sim.condition("Ready")["message"]
+    sim.now += timedelta(seconds=retry_delay(2))
+    sim.step()
+    sim.run("preflight", preflight_result())
+    assert sim.launched() == "apply"
+    assert [retry_delay(n) for n in (1, 2, 3, 6, 9)] == [10, 20, 40, 300, 300]
+
+
+def test_an_apply_that_ran_out_of_lock_retries_is_retried() -> None:
+    sim = Sim()
+    sim.step()
+    sim.run("preflight", preflight_result())
+    locked = failure(
+        2, "1_a failed after 11 attempts: lock timeout", sqlstate="55P03", transient=True
+    )
+    sim.run("apply", locked, "failed")
+    assert sim.condition("Applied")["status"] == "Unknown"
+    assert sim.condition("Stalled")["status"] == "False"
+    sim.now += timedelta(seconds=10)
+    assert sim.step().launch is not None
+
+
+def test_a_target_version_missing_from_the_source_is_an_invalid_spec() -> None:
+    sim = Sim()
+    sim.spec["targetVersion"] = 9
+    sim.step()
+    problem = {
+        "name": "TargetVersion",
+        "status": "fail",
+        "summary": "version 9 is not in the source",
+    }
+    refused = {**preflight_result(), **failure(1, "preflight failed")}
+    sim.run("preflight", {**refused, "preflight": {"checks": [problem]}}, "failed")
+    stalled = sim.condition("Stalled")
+    assert (stalled["status"], stalled["reason"]) == ("True", "InvalidSpec")
+    assert "spec.targetVersion" in stalled["message"] and sim.launched() is None
+
+
+def test_a_job_the_api_server_refuses_stalls_with_its_reason_until_the_spec_changes() -> None:
+    sim = Sim()
+    first = sim.step()
+    assert first.launch is not None
+    sim.jobs.pop(first.launch.job_name)  # it was never created
+    refused = Rejection("preflight", first.launch.job_name, "422 Unprocessable Entity: too long")
+    sim.step(rejected=refused)
+    stalled = sim.condition("Stalled")
+    assert (stalled["reason"], stalled["message"]) == ("JobRejected", refused.message)
+    assert sim.step().launch is None  # no retry loop against the API server
+    sim.generation = 2
+    assert sim.step().launch is not None
+
+
+def test_a_partly_failed_apply_reports_the_version_it_reached() -> None:
+    sim = Sim()
+    sim.step()
+    sim.run("preflight", preflight_result())
+    partly = {**failure(2, "3_c failed: boom"), "current_version": 2, "pending": [3]}
+    partly["applied"] = applied(1, 2)
+    sim.run("apply", partly, "failed")
+    assert sim.status["currentVersion"] == 2 and sim.status["pendingCount"] == 1
+
+
+def test_an_apply_that_applied_nothing_is_up_to_date() -> None:
+    sim = Sim()
+    sim.step()
+    sim.run("preflight", preflight_result())
+    sim.run("apply", apply_result(3))
+    assert sim.condition("Applied")["reason"] == "UpToDate"
+
+
+def test_awaiting_approval_says_the_approved_hash_no_longer_matches() -> None:
+    sim = Sim()
+    sim.spec["approval"] = {"planHash": "a" * 64}
+    sim.step()
+    sim.run("preflight", preflight_result())
+    plan = {"hash": "b" * 64, "direction": "up", "migrations": [], "lint": {}}
+    sim.run("plan", {**PASSED, "plan": plan})
+    message = sim.condition("Ready")["message"]
+    assert "a" * 64 in message and "does not match the current plan " + "b" * 64 in message

@@ -22,10 +22,20 @@ from kubernetes.client.exceptions import ApiException
 
 from migrate_safe.k8s import conditions as c
 from migrate_safe.k8s import jobs, metrics
-from migrate_safe.k8s.reconcile import RUNNING, Decision, JobView, World, decide
+from migrate_safe.k8s.reconcile import (
+    MUTATING,
+    RUNNING,
+    Decision,
+    JobView,
+    Rejection,
+    World,
+    decide,
+)
+from migrate_safe.results import PhaseResult
 
 GROUP, VERSION, PLURAL = jobs.GROUP, "v1alpha1", "databasemigrations"
 KIND = "DatabaseMigration"
+FORCE_DELETE = f"{GROUP}/force-delete"
 # A finished Job whose pod's termination message has not reached us yet: wait this long for
 # it before taking the Job's word alone (the two arrive through different watches).
 RESULT_GRACE_SECONDS = 30.0
@@ -63,18 +73,33 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
 
 @kopf.index("batch", "v1", "jobs", labels=jobs.MANAGED_LABELS)
 def job_index(
-    name: str, namespace: str | None, labels: Mapping[str, str], status: kopf.Status, **_: Any
+    name: str,
+    namespace: str | None,
+    labels: Mapping[str, str],
+    meta: kopf.Meta,
+    status: kopf.Status,
+    **_: Any,
 ) -> dict[tuple[str | None, str], dict[str, Any]]:
-    """The operator's Jobs by owning resource, kept from the watch: no list calls."""
+    """The operator's Jobs by owning resource name, kept from the watch: no list calls. The
+    owner's UID tells the incarnations of one name apart."""
     return {
         (namespace, labels.get(jobs.LABEL_RESOURCE, "")): {
             "name": name,
             "phase": labels.get(jobs.LABEL_PHASE, ""),
             "generation": int(labels.get(jobs.LABEL_GENERATION, "0")),
             "attempt": int(labels.get(jobs.LABEL_ATTEMPT, "1")),
+            "owner_uid": labels.get(jobs.LABEL_OWNER_UID) or _owner_uid(meta),
             "status": _plain(status),
         }
     }
+
+
+def _owner_uid(meta: kopf.Meta) -> str:
+    """Jobs made before the owner-uid label: their owner reference (none once orphaned)."""
+    for reference in meta.get("ownerReferences") or []:
+        if reference.get("kind") == KIND:
+            return str(reference.get("uid", ""))
+    return ""
 
 
 @kopf.index("", "v1", "pods", labels=jobs.MANAGED_LABELS)
@@ -92,6 +117,8 @@ def pod_index(
 @kopf.timer(GROUP, VERSION, PLURAL, interval=2.0, initial_delay=2.0)
 def reconcile_resource(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **kwargs: Any) -> None:
     """Level-triggered: every change and every tick computes the whole state again."""
+    if body.metadata.get("deletionTimestamp"):
+        return  # the deletion handler decides what happens now
     namespace, name = str(body.metadata.namespace), str(body.metadata.name)
     world = World(
         name=name,
@@ -101,31 +128,81 @@ def reconcile_resource(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **kw
         status=_plain(body.status),
         jobs=_job_views(namespace, name, kwargs["job_index"], kwargs["pod_index"]),
         now=datetime.now(UTC),
+        uid=str(body.metadata.uid),
     )
     decision = decide(world)
     try:
+        _delete_jobs(namespace, decision.delete_jobs)
         if decision.launch is not None:
-            missing = _missing_configmaps(namespace, world.spec)
-            if missing:
-                decision = decide(replace(world, missing_sources=tuple(missing)))
-            else:
-                _create_job(body, world, decision, memo["job_settings"])
+            decision = _launch(body, world, decision, memo["job_settings"])
     except ApiException as error:
         metrics.RECONCILE_ERRORS.labels(namespace, name).inc()
-        message = f"Kubernetes API: {error.status} {error.reason}"
-        raise kopf.TemporaryError(message, delay=5) from error
+        log.warning("%s/%s: Kubernetes API: %s %s", namespace, name, error.status, error.reason)
+        raise kopf.TemporaryError(
+            f"Kubernetes API: {error.status} {error.reason}", delay=5
+        ) from error
     _write_status(patch, world.status, decision.status)
     for event in decision.events:
         kopf.event(body, type=event.kind, reason=event.reason, message=event.message)
+        if event.kind == "Warning":  # every stall and failure, with the resource, in the log
+            log.warning("%s/%s: %s: %s", namespace, name, event.reason, event.message)
     _observe(namespace, name, world, decision)
 
 
-@kopf.on.delete(GROUP, VERSION, PLURAL, optional=True)
-def forget_metrics(body: kopf.Body, **_: Any) -> None:
-    """Deleted resources leave no stale series behind (Jobs go by garbage collection)."""
-    labels = (str(body.metadata.namespace), str(body.metadata.name))
+def _launch(
+    body: kopf.Body, world: World, decision: Decision, settings: jobs.JobSettings
+) -> Decision:
+    """Create the Job the decision asks for; a missing source or a Job the API server refuses
+    becomes the decision's own outcome (a condition, an Event), never a silent retry loop."""
+    missing = _missing_configmaps(world.namespace, world.spec)
+    if missing:
+        return decide(replace(world, missing_sources=tuple(missing)))
+    try:
+        _create_job(body, world, decision, settings)
+    except ApiException as error:
+        if error.status is None or not 400 <= error.status < 500 or error.status == 429:
+            raise  # the API server is unwell: retry the pass
+        launch = decision.launch
+        assert launch is not None
+        message = (
+            f"the API server refused {launch.phase} Job {launch.job_name}: {error.status} "
+            f"{error.reason}: {_api_message(error)}"
+        )
+        return decide(replace(world, rejected=Rejection(launch.phase, launch.job_name, message)))
+    return decision
+
+
+def _api_message(error: ApiException) -> str:
+    try:
+        return str(json.loads(error.body or "{}").get("message", "")) or str(error.reason)
+    except ValueError:
+        return str(error.reason)
+
+
+@kopf.on.delete(GROUP, VERSION, PLURAL)
+def hold_deletion(body: kopf.Body, **kwargs: Any) -> None:
+    """The finalizer holds a deletion while a Job of ours changes the database: a GitOps prune
+    during an apply must not kill it midway (a dirty ledger, a half-built index). Annotate
+    `migrate-safe.dev/force-delete: "true"` to delete at once (the Job is then stopped)."""
+    namespace, name = str(body.metadata.namespace), str(body.metadata.name)
+    uid = str(body.metadata.uid)
+    views = _job_views(namespace, name, kwargs["job_index"], kwargs["pod_index"])
+    busy = [
+        job
+        for job in views.values()
+        if job.owner_uid == uid and job.phase in MUTATING and not job.finished
+    ]
+    forced = (body.metadata.annotations or {}).get(FORCE_DELETE) == "true"
+    if busy and not forced:
+        job = busy[0]
+        message = (
+            f"deletion waits for {job.phase} Job {job.name} to finish (it changes the "
+            f'database); annotate {FORCE_DELETE}="true" to delete now and stop it'
+        )
+        log.warning("%s/%s: %s", namespace, name, message)
+        raise kopf.TemporaryError(message, delay=5)
     for metric in metrics.ALL:
-        for sample_labels in _label_sets(metric, labels):
+        for sample_labels in _label_sets(metric, (namespace, name)):
             metric.remove(*sample_labels)
 
 
@@ -161,7 +238,7 @@ def _job_views(
     namespace: str, name: str, job_index: kopf.Index[Any, Any], pod_index: kopf.Index[Any, Any]
 ) -> dict[str, JobView]:
     views = {}
-    for entry in job_index.get((namespace, name), []):
+    for entry in job_index.get((namespace, jobs.label_value(name)), []):
         pods = list(pod_index.get((namespace, entry["name"]), []))
         views[entry["name"]] = _job_view(entry, pods)
     return views
@@ -203,17 +280,16 @@ def _job_view(entry: dict[str, Any], pods: list[dict[str, Any]]) -> JobView:
         waiting=waiting if state == "running" else None,
         started_at=status.get("startTime"),
         finished_at=finished_at,
+        owner_uid=entry.get("owner_uid", ""),
     )
 
 
-def _result(pods: list[dict[str, Any]]) -> dict[str, Any] | None:
+def _result(pods: list[dict[str, Any]]) -> PhaseResult | None:
     for pod in pods:
         try:
-            parsed = json.loads(pod.get("message") or "")
+            return PhaseResult.from_json(json.loads(pod.get("message") or ""))
         except ValueError:
-            continue
-        if isinstance(parsed, dict):
-            return parsed
+            continue  # not JSON (a crash's log tail), or not a result
     return None
 
 
@@ -244,11 +320,14 @@ def _create_job(
     body: kopf.Body, world: World, decision: Decision, settings: jobs.JobSettings
 ) -> None:
     """Create the phase's Job (and the inline source's ConfigMap); AlreadyExists means a
-    previous pass or a previous operator already did: the deterministic name adopts it."""
+    previous pass or a previous operator already did: the deterministic name, unique to this
+    incarnation of the resource, adopts it."""
     launch = decision.launch
     assert launch is not None
     if "inline" in world.spec.get("source", {}):
-        configmap = jobs.inline_configmap(world.name, world.namespace, world.generation, world.spec)
+        configmap = jobs.inline_configmap(
+            world.name, world.uid, world.namespace, world.generation, world.spec
+        )
         kopf.append_owner_reference(configmap, owner=body)
         _create(
             lambda: kubernetes.client.CoreV1Api().create_namespaced_config_map(
@@ -257,6 +336,7 @@ def _create_job(
         )
     job = jobs.build_job(
         name=world.name,
+        uid=world.uid,
         namespace=world.namespace,
         generation=world.generation,
         launch=launch,
@@ -280,6 +360,19 @@ def _create(call: Any) -> None:
     except ApiException as error:
         if error.status != 409:
             raise
+
+
+def _delete_jobs(namespace: str, names: list[str]) -> None:
+    """Jobs left by an earlier incarnation of the resource (deleted with --cascade=orphan, or
+    not yet collected): never read, removed with their pods."""
+    api = kubernetes.client.BatchV1Api()
+    for name in names:
+        try:
+            api.delete_namespaced_job(name, namespace, propagation_policy="Background")
+        except ApiException as error:
+            if error.status != 404:
+                raise
+        log.info("%s: deleted Job %s of an earlier resource of the same name", namespace, name)
 
 
 def _write_status(patch: kopf.Patch, before: dict[str, Any], after: dict[str, Any]) -> None:
@@ -323,30 +416,26 @@ def _observe(namespace: str, name: str, world: World, decision: Decision) -> Non
     _initialise_counters(namespace, name)
     status = decision.status
     for job in decision.finished:
-        result = job.result or {}
+        result = job.result
         metrics.RUNS.labels(namespace, name, job.phase, job.state).inc()
         duration = _duration(job)
         if duration is not None:
             metrics.PHASE_DURATION.labels(namespace, name, job.phase).observe(duration)
-        if job.phase == "apply":
-            metrics.MIGRATIONS_APPLIED.labels(namespace, name).inc(len(result.get("applied", [])))
-        if job.phase == "rollback":
-            metrics.MIGRATIONS_ROLLED_BACK.labels(namespace, name).inc(
-                len(result.get("rolled_back", []))
-            )
-        if job.phase == "backup" and job.state == "succeeded":
-            metrics.BACKUP_SIZE.labels(namespace, name).set(
-                (result.get("backup") or {}).get("size_bytes") or 0
-            )
-            metrics.LAST_BACKUP.labels(namespace, name).set(time.time())
         if job.state == "failed":
             metrics.LAST_FAILURE.labels(namespace, name).set(time.time())
+        if result is None:
+            continue
+        metrics.MIGRATIONS_APPLIED.labels(namespace, name).inc(len(result.applied))
+        metrics.MIGRATIONS_ROLLED_BACK.labels(namespace, name).inc(len(result.rolled_back))
+        if result.backup is not None and result.succeeded:
+            metrics.BACKUP_SIZE.labels(namespace, name).set(result.backup.size_bytes)
+            metrics.LAST_BACKUP.labels(namespace, name).set(time.time())
     conditions = status.get("conditions", [])
     ready = c.is_true(conditions, c.READY)
     if ready and not c.is_true(world.status.get("conditions", []), c.READY):
         metrics.LAST_SUCCESS.labels(namespace, name).set(time.time())
     metrics.READY.labels(namespace, name).set(1 if ready else 0)
-    metrics.PENDING.labels(namespace, name).set(len(status.get("pending") or []))
+    metrics.PENDING.labels(namespace, name).set(status.get("pendingCount") or 0)
     metrics.CURRENT_VERSION.labels(namespace, name).set(status.get("currentVersion") or 0)
     busy = c.is_true(conditions, c.RECONCILING)
     since = metrics.IN_PROGRESS_SINCE.labels(namespace, name)

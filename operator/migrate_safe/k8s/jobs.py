@@ -3,6 +3,7 @@ cluster. Every Job runs the harness CLI; the DSN reaches it only through a secre
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +15,7 @@ LABEL_RESOURCE = f"{GROUP}/databasemigration"
 LABEL_GENERATION = f"{GROUP}/generation"
 LABEL_PHASE = f"{GROUP}/phase"
 LABEL_ATTEMPT = f"{GROUP}/attempt"
+LABEL_OWNER_UID = f"{GROUP}/owner-uid"  # the incarnation of the resource, not only its name
 MANAGED_LABELS = {"app.kubernetes.io/managed-by": MANAGED_BY}
 
 MIGRATIONS_DIR = "/migrations"
@@ -42,34 +44,44 @@ class JobSettings:
     command: tuple[str, ...] = ("migrate-safe",)
 
 
-def labels(name: str, generation: int, phase: str, attempt: int) -> dict[str, str]:
+def label_value(name: str) -> str:
+    """A resource name as a label value: names may have 253 characters, label values 63, so a
+    long name is cut and made unique by a hash of the whole."""
+    if len(name) <= 63:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+    return f"{name[:54].rstrip('.-_')}-{digest}"
+
+
+def labels(name: str, uid: str, generation: int, phase: str, attempt: int) -> dict[str, str]:
     return {
         **MANAGED_LABELS,
         "app.kubernetes.io/name": "migrate-safe",
-        "app.kubernetes.io/instance": name,
+        "app.kubernetes.io/instance": label_value(name),
         "app.kubernetes.io/component": phase,
-        LABEL_RESOURCE: name,
+        LABEL_RESOURCE: label_value(name),
+        LABEL_OWNER_UID: uid,
         LABEL_GENERATION: str(generation),
         LABEL_PHASE: phase,
         LABEL_ATTEMPT: str(attempt),
     }
 
 
-def inline_configmap_name(name: str, generation: int) -> str:
-    return f"{name[:40]}-inline-g{generation}"
+def inline_configmap_name(name: str, uid: str, generation: int) -> str:
+    return f"{name[:40]}-{uid[:5]}-inline-g{generation}"
 
 
 def inline_configmap(
-    name: str, namespace: str, generation: int, spec: dict[str, Any]
+    name: str, uid: str, namespace: str, generation: int, spec: dict[str, Any]
 ) -> dict[str, Any]:
     """spec.source.inline as a ConfigMap the Job mounts (owned by the resource)."""
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": {
-            "name": inline_configmap_name(name, generation),
+            "name": inline_configmap_name(name, uid, generation),
             "namespace": namespace,
-            "labels": {**MANAGED_LABELS, LABEL_RESOURCE: name},
+            "labels": {**MANAGED_LABELS, LABEL_RESOURCE: label_value(name), LABEL_OWNER_UID: uid},
         },
         "data": dict(spec["source"]["inline"]),
     }
@@ -154,7 +166,9 @@ def _template(spec: dict[str, Any], phase: str) -> dict[str, Any]:
     return shared
 
 
-def _migrations_volume(name: str, generation: int, spec: dict[str, Any]) -> dict[str, Any]:
+def _migrations_volume(
+    name: str, uid: str, generation: int, spec: dict[str, Any]
+) -> dict[str, Any]:
     source = spec["source"]
     if "configMaps" in source:
         projected = [{"configMap": {"name": cm["name"]}} for cm in source["configMaps"]]
@@ -162,7 +176,7 @@ def _migrations_volume(name: str, generation: int, spec: dict[str, Any]) -> dict
     if "inline" in source:
         return {
             "name": "migrations",
-            "configMap": {"name": inline_configmap_name(name, generation)},
+            "configMap": {"name": inline_configmap_name(name, uid, generation)},
         }
     return {"name": "migrations", "emptyDir": {}}
 
@@ -201,6 +215,7 @@ RESTRICTED = {
 def build_job(
     *,
     name: str,
+    uid: str,
     namespace: str,
     generation: int,
     launch: Launch,
@@ -209,7 +224,7 @@ def build_job(
 ) -> dict[str, Any]:
     """The Job of one phase; the caller adds the owner reference."""
     template = _template(spec, launch.phase)
-    job_labels = labels(name, generation, launch.phase, launch.attempt)
+    job_labels = labels(name, uid, generation, launch.phase, launch.attempt)
     secret = spec["database"]["secretRef"]
     mounts = [
         {"name": "migrations", "mountPath": MIGRATIONS_DIR, "readOnly": True},
@@ -217,7 +232,7 @@ def build_job(
         {"name": "tmp", "mountPath": "/tmp"},
     ]
     volumes = [
-        _migrations_volume(name, generation, spec),
+        _migrations_volume(name, uid, generation, spec),
         {"name": "logs", "emptyDir": {}},
         {"name": "tmp", "emptyDir": {}},
     ]

@@ -1,11 +1,21 @@
 """The reconcile state machine, pure: (spec, status, observed Jobs) → new status, the Job to
-launch, events. No Kubernetes calls here; handlers.py executes what this decides.
+launch, Jobs to clean up, events. No Kubernetes calls here; handlers.py executes what this
+decides.
 
 For each spec generation: preflight → [plan → approval] → [backup] → apply → [postflight], or,
 when the spec asks for an older state (a lower targetVersion, or a source that lost applied
 versions), preflight → [backup] → rollback → [postflight], as rollback.policy allows.
-Preflight failures caused by other sessions (long transactions, lock waits) are retried; the
-others, and any failure of a later phase, stall the generation until the spec changes.
+
+What it relies on, so that status never claims what did not happen:
+- A Job belongs to one incarnation of the resource (its UID): Jobs left by a deleted resource
+  of the same name are never adopted nor read; they are cleaned up, or waited for while they
+  still change the database.
+- A mutating Job (backup, apply, rollback, restore) of an older generation is waited for and
+  its result recorded before the new generation starts from the truth.
+- A failure the harness calls transient (database unreachable, lock still taken) is retried
+  with backoff (10 s doubling to 5 min); preflight checks blocked by other sessions are retried
+  every spec.preflight.retryInterval; every other failure stalls the generation until the spec
+  changes.
 """
 
 from __future__ import annotations
@@ -18,6 +28,7 @@ from typing import Any
 
 from migrate_safe.config import parse_duration
 from migrate_safe.k8s import conditions as c
+from migrate_safe.results import ErrorInfo, PhaseResult
 
 Status = dict[str, Any]
 Spec = dict[str, Any]
@@ -32,8 +43,13 @@ TRANSIENT_CHECKS = frozenset(
         "ReplicationLag",
     }
 )
+# Preflight checks that fail because the spec asks for something that cannot be.
+SPEC_CHECKS = frozenset({"TargetVersion"})
+# Phases whose Job changes the database: never abandoned, never run two at a time.
+MUTATING = frozenset({"backup", "apply", "rollback", "restore"})
 HISTORY_LIMIT = 20
 RUNNING_REQUEUE = 2.0
+RETRY_FIRST, RETRY_MAX = 10.0, 300.0
 
 # What each phase is called while it runs: (status.phase, Ready reason).
 RUNNING = {
@@ -73,15 +89,25 @@ class JobView:
     generation: int
     attempt: int
     state: str  # running | succeeded | failed
-    result: dict[str, Any] | None = None  # the harness's termination message
+    result: PhaseResult | None = None  # the harness's termination message
     message: str = ""  # why a Job failed without a result (deadline, crash)
     waiting: str | None = None  # a pod that cannot start: missing Secret or ConfigMap
     started_at: str | None = None
     finished_at: str | None = None
+    owner_uid: str = ""  # the incarnation of the resource that created it
 
     @property
     def finished(self) -> bool:
         return self.state in ("succeeded", "failed")
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """The API server refused the Job this pass tried to create (a 4xx other than 409)."""
+
+    phase: str
+    job: str
+    message: str
 
 
 @dataclass(frozen=True)
@@ -91,10 +117,12 @@ class World:
     generation: int
     spec: Spec
     status: Status
-    jobs: dict[str, JobView]
+    jobs: dict[str, JobView]  # every Job labelled for this name, of any incarnation
     now: datetime
+    uid: str = ""
     # ConfigMaps of the source found missing when a Job was about to be launched.
     missing_sources: tuple[str, ...] = ()
+    rejected: Rejection | None = None
 
 
 @dataclass(frozen=True)
@@ -119,19 +147,43 @@ class Decision:
     events: list[Event] = field(default_factory=list)
     requeue_after: float | None = None
     finished: list[JobView] = field(default_factory=list)
+    delete_jobs: list[str] = field(default_factory=list)  # left by an earlier incarnation
 
 
-def job_name(name: str, generation: int, phase: str, attempt: int) -> str:
-    """Deterministic, ≤ 63 characters: a restarted operator finds the Job it started."""
-    suffix = f"-g{generation}-{phase}" + (f"-{attempt}" if attempt > 1 else "")
+def job_name(name: str, uid: str, generation: int, phase: str, attempt: int) -> str:
+    """Deterministic per incarnation, ≤ 63 characters: a restarted operator finds the Job it
+    started, and a re-created resource of the same name never meets its predecessor's."""
+    suffix = f"-{uid[:5]}-g{generation}-{phase}" if uid else f"-g{generation}-{phase}"
+    suffix += f"-{attempt}" if attempt > 1 else ""
     if len(name) + len(suffix) <= 63:
         return name + suffix
     digest = hashlib.sha256(name.encode()).hexdigest()[:8]
     return f"{name[: 63 - len(suffix) - 9]}-{digest}{suffix}"
 
 
+def retry_delay(attempt: int) -> float:
+    """Backoff after the attempt-th transient failure of a phase: 10 s, 20 s, … 5 min."""
+    return float(min(RETRY_FIRST * 2 ** max(0, attempt - 1), RETRY_MAX))
+
+
 def _timestamp(now: datetime) -> str:
     return now.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True)
+class Stored:
+    """A finished phase as status keeps it: the result, the Job and when it finished."""
+
+    result: PhaseResult
+    job: str
+    finished_at: str
+
+    def to_status(self) -> dict[str, Any]:
+        return {"result": self.result.to_json(), "job": self.job, "finishedAt": self.finished_at}
+
+    @classmethod
+    def from_status(cls, entry: dict[str, Any]) -> Stored:
+        return cls(PhaseResult.from_json(entry["result"]), entry["job"], entry["finishedAt"])
 
 
 class Reconciler:
@@ -143,14 +195,22 @@ class Reconciler:
         self.now = _timestamp(world.now)
         self.status: Status = copy.deepcopy(world.status)
         self.decision = Decision(self.status)
+        self.jobs = {n: j for n, j in world.jobs.items() if j.owner_uid == world.uid}
+        self.foreign = [j for j in world.jobs.values() if j.owner_uid != world.uid]
 
     # --- entry point ---------------------------------------------------------------------
 
     def decide(self) -> Decision:
         if self.status.get("observedGeneration") != self.world.generation:
             self._start_generation()
-        self._adopt_orphan_jobs()
+        if self.world.rejected is not None:
+            self._remember_rejection(self.world.rejected)
+        self._track_earlier_generations()
         self._record_finished_jobs()
+        if self._waiting_for_other_jobs():
+            self.decision.status = self.status
+            return self.decision
+        self._adopt_orphan_jobs()
         running = self._running_job()
         if running is not None:
             self._in_progress_of(running)
@@ -163,19 +223,19 @@ class Reconciler:
 
     def _start_generation(self) -> None:
         """A new spec: forget the last generation's Jobs and results, keep what is known of
-        the database (version, backup, fingerprint) and the history."""
-        for key in ("jobs", "attempts", "results", "plan"):
+        the database (version, backup, fingerprint) and the history. Its mutating Jobs that
+        have not reported yet are handed over: waited for, and their results recorded."""
+        handoff = self.status.setdefault("handoff", [])
+        previous = self.status.get("observedGeneration", -1)
+        for phase, name in self._jobs().items():
+            if phase in MUTATING and phase not in self._results():
+                handoff.append({"job": name, "phase": phase, "generation": previous})
+        for key in ("jobs", "attempts", "results", "plan", "rejected"):
             self.status.pop(key, None)
         self.status["observedGeneration"] = self.world.generation
         self.status.setdefault("conditions", [])
         self.status["targetVersion"] = self.spec.get("targetVersion")
-        for kind in (
-            c.PREFLIGHT_PASSED,
-            c.BACKED_UP,
-            c.APPLIED,
-            c.POSTFLIGHT_PASSED,
-            c.ROLLED_BACK,
-        ):
+        for kind in PHASE_CONDITION.values():
             self.status["conditions"] = [
                 cond for cond in self.status["conditions"] if cond["type"] != kind
             ]
@@ -184,11 +244,32 @@ class Reconciler:
             "Normal", "GenerationObserved", f"reconciling generation {self.world.generation}"
         )
 
+    def _track_earlier_generations(self) -> None:
+        """A running mutating Job of an earlier generation that status does not name (the
+        operator died before recording it): hand it over too."""
+        handoff = self.status.setdefault("handoff", [])
+        named = {entry["job"] for entry in handoff}
+        for job in self.jobs.values():
+            earlier = job.generation < self.world.generation
+            if earlier and job.phase in MUTATING and not job.finished and job.name not in named:
+                handoff.append({"job": job.name, "phase": job.phase, "generation": job.generation})
+        if not handoff:
+            self.status.pop("handoff")
+
     def _jobs(self) -> dict[str, str]:
         return self.status.setdefault("jobs", {})  # type: ignore[no-any-return]
 
     def _results(self) -> dict[str, dict[str, Any]]:
         return self.status.setdefault("results", {})  # type: ignore[no-any-return]
+
+    def _stored(self, phase: str) -> Stored | None:
+        entry = self._results().get(phase)
+        if entry is None:
+            return None
+        try:
+            return Stored.from_status(entry)
+        except (ValueError, KeyError):
+            return None  # written by an older operator: run the phase again
 
     def _attempt(self, phase: str) -> int:
         return int(self.status.get("attempts", {}).get(phase, 0))
@@ -196,7 +277,7 @@ class Reconciler:
     def _adopt_orphan_jobs(self) -> None:
         """A Job of this generation that status does not name: the operator died between
         creating it and recording it. Adopt the newest attempt instead of starting another."""
-        for job in sorted(self.world.jobs.values(), key=lambda j: j.attempt):
+        for job in sorted(self.jobs.values(), key=lambda j: j.attempt):
             if job.generation != self.world.generation:
                 continue
             known = self._jobs().get(job.phase)
@@ -207,63 +288,140 @@ class Reconciler:
 
     def _record_finished_jobs(self) -> None:
         for phase, name in list(self._jobs().items()):
-            job = self.world.jobs.get(name)
+            job = self.jobs.get(name)
             if job is None or not job.finished or phase in self._results():
                 continue
-            self._results()[phase] = _compact_result(job)
-            self.decision.finished.append(job)
-            self._absorb(job)
-            history = self.status.setdefault("history", [])
-            history.append(
-                {
-                    "generation": job.generation,
-                    "phase": phase,
-                    "job": job.name,
-                    "outcome": job.state,
-                    "exitCode": (job.result or {}).get("exit_code", -1),
-                    "message": _job_message(job)[:500],
-                    "startedAt": job.started_at or "",
-                    "finishedAt": job.finished_at or self.now,
-                }
-            )
-            del history[:-HISTORY_LIMIT]
-            kind = "Normal" if job.state == "succeeded" else "Warning"
-            verb = "succeeded" if job.state == "succeeded" else "failed"
+            stored = Stored(_result_of(job), job.name, job.finished_at or self.now)
+            self._results()[phase] = stored.to_status()
+            self._record(job, stored.result)
+        for entry in list(self.status.get("handoff", [])):
+            job = self.jobs.get(entry["job"])
+            if job is None:
+                self._event(
+                    "Warning",
+                    "JobLost",
+                    f"{entry['phase']} Job {entry['job']} of generation {entry['generation']} "
+                    "disappeared before its result was read; the next preflight reads the ledger",
+                )
+            elif not job.finished:
+                continue
+            else:
+                self._record(job, _result_of(job))
+            self.status["handoff"].remove(entry)
+        if not self.status.get("handoff"):
+            self.status.pop("handoff", None)
+
+    def _record(self, job: JobView, result: PhaseResult) -> None:
+        """A finished Job: its history row, what it learnt of the database, one Event for a
+        success or a retry (a terminal failure's Event comes with the stall it causes)."""
+        self.decision.finished.append(job)
+        self._absorb(job, result)
+        history = self.status.setdefault("history", [])
+        history.append(
+            {
+                "generation": job.generation,
+                "phase": job.phase,
+                "job": job.name,
+                "outcome": "succeeded" if result.succeeded else "failed",
+                "exitCode": result.exit_code,
+                "message": describe(result)[:500],
+                "startedAt": job.started_at or "",
+                "finishedAt": job.finished_at or self.now,
+            }
+        )
+        del history[:-HISTORY_LIMIT]
+        phase = job.phase.capitalize()
+        if result.succeeded:
+            summary = _success_summary(job.phase, result)
+            self._event("Normal", f"{phase}Succeeded", f"{job.phase} Job {job.name}: {summary}")
+        elif result.transient:
             self._event(
-                kind,
-                f"{phase.capitalize()}{verb.capitalize()}",
-                f"{phase} Job {job.name} {verb}: {_job_message(job)}"[:1024],
+                "Warning",
+                f"{phase}Retrying",
+                f"{job.phase} Job {job.name} failed, will retry: {describe(result)}"[:1024],
+            )
+        elif job.generation != self.world.generation:
+            # A handed-over Job stalls nothing: the new generation starts from the truth.
+            self._event(
+                "Warning",
+                FAILURE_REASON[job.phase],
+                f"{job.phase} Job {job.name} of generation {job.generation} failed: "
+                f"{describe(result)}"[:1024],
             )
 
-    def _absorb(self, job: JobView) -> None:
+    def _absorb(self, job: JobView, result: PhaseResult) -> None:
         """Copy what a finished Job learned about the database into status."""
-        result = job.result or {}
-        for key, field_name in (
-            ("current_version", "currentVersion"),
-            ("fingerprint", "fingerprint"),
-        ):
-            if key in result:
-                self.status[field_name] = result[key]
-        if "pending" in result and job.phase == "preflight":
-            self.status["pending"] = result["pending"]
-        if job.phase in ("apply", "rollback") and job.state == "succeeded":
-            self.status["pending"] = [] if job.phase == "apply" else self.status.get("pending", [])
-        if job.phase == "backup" and job.state == "succeeded" and "backup" in result:
-            backup = result["backup"]
+        if result.ledger is not None:
+            ledger = result.ledger
+            self.status["currentVersion"] = ledger.current_version
+            self.status["pending"] = list(ledger.pending)
+            self.status["pendingCount"] = ledger.pending_count
+        if result.fingerprint:
+            self.status["fingerprint"] = result.fingerprint
+        if job.phase == "backup" and result.succeeded and result.backup is not None:
+            backup = result.backup
             self.status["lastBackup"] = {
-                "path": backup.get("path") or "",
-                "sizeBytes": backup.get("size_bytes") or 0,
-                "sha256": backup.get("sha256") or "",
-                "time": backup.get("created_at") or self.now,
+                "path": backup.path,
+                "sizeBytes": backup.size_bytes,
+                "sha256": backup.sha256,
+                "time": backup.created_at or self.now,
             }
-        if job.phase == "plan" and "plan" in result:
-            self.status["plan"] = {**result["plan"], "generation": self.world.generation}
+        if job.phase == "plan" and result.plan is not None:
+            plan = result.plan
+            self.status["plan"] = {
+                "hash": plan.hash,
+                "direction": plan.direction,
+                "migrations": [
+                    {
+                        "version": m.version,
+                        "name": m.name,
+                        "noTransaction": m.no_transaction,
+                        "locks": list(m.locks),
+                    }
+                    for m in plan.migrations
+                ],
+                "lint": dict(plan.lint),
+                "generation": job.generation,
+            }
+
+    def _remember_rejection(self, rejected: Rejection) -> None:
+        """Do not ask again what the API server refused: the spec must change first."""
+        self._jobs().pop(rejected.phase, None)
+        attempts = self.status.setdefault("attempts", {})
+        attempts[rejected.phase] = max(0, attempts.get(rejected.phase, 1) - 1)
+        self.status["rejected"] = {"phase": rejected.phase, "message": rejected.message}
+
+    def _waiting_for_other_jobs(self) -> bool:
+        """Jobs that still change the database and are not this generation's: wait for them
+        (the new generation must start from what they leave), and clean up the rest."""
+        blocking = [j for j in self.foreign if j.phase in MUTATING and not j.finished]
+        self.decision.delete_jobs = sorted(j.name for j in self.foreign if j not in blocking)
+        if blocking:
+            job = blocking[0]
+            self._progress(
+                "Waiting",
+                "PreviousResourceJobRunning",
+                f"{job.phase} Job {job.name} of an earlier DatabaseMigration named "
+                f"{self.world.name} is still running; waiting for it to finish",
+            )
+        elif self.status.get("handoff"):
+            entry = self.status["handoff"][0]
+            self._progress(
+                "Waiting",
+                "PreviousGenerationRunning",
+                f"{entry['phase']} Job {entry['job']} of generation {entry['generation']} is "
+                f"still running; generation {self.world.generation} starts when it has finished",
+            )
+        else:
+            return False
+        self.decision.requeue_after = RUNNING_REQUEUE
+        return True
 
     def _running_job(self) -> JobView | None:
         for phase, name in self._jobs().items():
             if phase in self._results():
                 continue
-            job = self.world.jobs.get(name)
+            job = self.jobs.get(name)
             # A Job just created may not be visible yet: keep waiting for it.
             return job or JobView(
                 name, phase, self.world.generation, self._attempt(phase), "running"
@@ -293,12 +451,13 @@ class Reconciler:
     # --- the next step -------------------------------------------------------------------
 
     def _next_step(self) -> None:
-        preflight = self._results().get("preflight")
-        if preflight is None:
+        stored = self._stored("preflight")
+        if stored is None:
             self._launch("preflight")
             return
-        if not _succeeded(preflight):
-            self._after_failed_preflight(preflight)
+        preflight = stored.result
+        if not preflight.succeeded:
+            self._after_failed_preflight(stored)
             return
         self._condition(c.PREFLIGHT_PASSED, c.TRUE, "PreflightPassed", _warnings_of(preflight))
         route, to_version = _route(self.spec, preflight)
@@ -307,30 +466,62 @@ class Reconciler:
         elif route == "up":
             self._roll_forward()
         else:
-            self._condition(c.APPLIED, c.TRUE, "UpToDate", "nothing to apply")
+            current = self.status.get("currentVersion")
+            self._condition(c.APPLIED, c.TRUE, "UpToDate", f"nothing to apply: at {current}")
             self._finish_with_postflight(self.spec.get("targetVersion"), "Migrated")
 
-    def _after_failed_preflight(self, preflight: dict[str, Any]) -> None:
-        failed = [
-            p["name"] for p in preflight.get("preflight_problems", []) if p["status"] == "fail"
-        ]
-        message = _job_message_from(preflight)
+    def _after_failed_preflight(self, stored: Stored) -> None:
+        preflight = stored.result
+        failed = preflight.failed_checks()
+        message = describe(preflight)
         if failed and set(failed) <= TRANSIENT_CHECKS:
             self._condition(c.PREFLIGHT_PASSED, c.FALSE, "PreflightBlocked", message)
             wait = _seconds(self.spec.get("preflight", {}).get("retryInterval", "30s"))
-            finished = preflight.get("finishedAt")
-            elapsed = (self.world.now - _parse(finished)).total_seconds() if finished else wait
-            if elapsed >= wait:
-                self._results().pop("preflight")
-                self._launch("preflight")
-                return
-            self._progress(
-                "Waiting", "PreflightBlocked", f"{message}; retrying in {wait - elapsed:.0f}s"
-            )
-            self.decision.requeue_after = max(1.0, wait - elapsed)
+            self._retry_after(stored, "preflight", wait, "PreflightBlocked", message)
+            return
+        if preflight.transient:
+            self._retry_transient(stored, "preflight")
+            return
+        if set(failed) & SPEC_CHECKS:
+            self._condition(c.PREFLIGHT_PASSED, c.FALSE, "InvalidSpec", message)
+            self._stall("InvalidSpec", f"spec.targetVersion: {message}")
             return
         self._condition(c.PREFLIGHT_PASSED, c.FALSE, "PreflightFailed", message)
         self._stall("PreflightFailed", message)
+
+    def _retry_transient(
+        self, stored: Stored, phase: str, options: dict[str, Any] | None = None
+    ) -> None:
+        """A failure that may pass by itself: Reconciling (never Stalled), retried with
+        backoff, so a corrected Secret or a recovered server is picked up unasked."""
+        attempt = self._attempt(phase)
+        kind = PHASE_CONDITION.get(phase)
+        message = describe(stored.result)
+        if kind:
+            self._condition(kind, c.UNKNOWN, f"{phase.capitalize()}Retrying", message)
+        self._retry_after(stored, phase, retry_delay(attempt), "TransientFailure", message, options)
+
+    def _retry_after(
+        self,
+        stored: Stored,
+        phase: str,
+        wait: float,
+        reason: str,
+        message: str,
+        options: dict[str, Any] | None = None,
+    ) -> None:
+        elapsed = (self.world.now - _parse(stored.finished_at)).total_seconds()
+        if elapsed >= wait:
+            self._results().pop(phase)
+            self._launch(phase, options or {})
+            return
+        self._progress(
+            "Waiting",
+            reason,
+            f"{phase} attempt {self._attempt(phase)} failed: {message}; retrying in "
+            f"{wait - elapsed:.0f}s",
+        )
+        self.decision.requeue_after = max(1.0, wait - elapsed)
 
     def _roll_forward(self) -> None:
         approval = (self.spec.get("approval") or {}).get("planHash") or ""
@@ -351,22 +542,27 @@ class Reconciler:
                 self._progress(
                     "AwaitingApproval",
                     "AwaitingApproval",
-                    f"plan {published} awaits approval: set spec.approval.planHash to it",
+                    f"spec.approval.planHash {approval} does not match the current plan "
+                    f"{published}: the migrations or the target changed since that plan was "
+                    f"approved; review the new plan and set spec.approval.planHash: {published}",
                 )
                 return
         if not self._backup_done():
             return
-        if self._phase_result("apply") is None:
+        applied = self._phase_result("apply")
+        if applied is None:
             return
-        self._condition(
-            c.APPLIED,
-            c.TRUE,
-            "Applied",
-            f"applied up to version {self.status.get('currentVersion')}",
-        )
+        current = self.status.get("currentVersion")
+        if applied.applied:
+            versions = ", ".join(map(str, applied.applied))
+            self._condition(
+                c.APPLIED, c.TRUE, "Applied", f"applied {versions}; at version {current}"
+            )
+        else:
+            self._condition(c.APPLIED, c.TRUE, "UpToDate", f"nothing to apply: at {current}")
         self._finish_with_postflight(self.spec.get("targetVersion"), "Migrated")
 
-    def _roll_back(self, to_version: int, preflight: dict[str, Any]) -> None:
+    def _roll_back(self, to_version: int, preflight: PhaseResult) -> None:
         rollback = self.spec.get("rollback") or {}
         policy = rollback.get("policy", "Manual")
         what = _rollback_summary(preflight, to_version)
@@ -386,22 +582,25 @@ class Reconciler:
             return
         if not self._backup_done():
             return
-        result = self._phase_result("rollback", {"to": to_version}, stall=False)
-        if result is None:
+        stored = self._stored("rollback")
+        if stored is None:
+            self._launch("rollback", {"to": to_version})
             return
-        if not _succeeded(result):
-            self._after_failed_rollback(result)
+        if stored.result.transient:
+            self._retry_transient(stored, "rollback", {"to": to_version})
             return
-        self.decision.events.append(Event("Normal", "RolledBack", what))
+        if not stored.result.succeeded:
+            self._after_failed_rollback(stored.result)
+            return
         self._condition(c.ROLLED_BACK, c.TRUE, "RolledBack", what)
         self._finish_with_postflight(to_version, "RolledBack")
 
-    def _after_failed_rollback(self, result: dict[str, Any]) -> None:
-        message = _job_message_from(result)
+    def _after_failed_rollback(self, result: PhaseResult) -> None:
+        message = describe(result)
         self._condition(c.ROLLED_BACK, c.FALSE, "RollbackFailed", message)
         restore = (self.spec.get("rollback") or {}).get("restoreBackupOnFailure")
-        backed_up = _succeeded(self._results().get("backup") or {})
-        if restore and backed_up:
+        backup = self._stored("backup")
+        if restore and backup is not None and backup.result.succeeded:
             restored = self._phase_result("restore")
             if restored is None:
                 return
@@ -417,7 +616,7 @@ class Reconciler:
         result = self._phase_result("backup")
         if result is None:
             return False
-        size = (result.get("backup") or {}).get("size_bytes")
+        size = result.backup.size_bytes if result.backup else 0
         self._condition(c.BACKED_UP, c.TRUE, "BackedUp", f"verified backup of {size} bytes")
         return True
 
@@ -430,23 +629,26 @@ class Reconciler:
                 c.POSTFLIGHT_PASSED,
                 c.TRUE,
                 "PostflightPassed",
-                f"schema fingerprint {result.get('fingerprint', '')}",
+                f"schema fingerprint {result.fingerprint or ''}",
             )
         version = self.status.get("currentVersion")
         self._done(reason, f"at version {version}", phase="Succeeded")
 
     def _phase_result(
-        self, phase: str, options: dict[str, Any] | None = None, *, stall: bool = True
-    ) -> dict[str, Any] | None:
-        """The phase's result when it succeeded; None when it is launched now or failed
-        (then the generation stalls, unless the caller handles the failure itself)."""
-        result = self._results().get(phase)
-        if result is None:
+        self, phase: str, options: dict[str, Any] | None = None
+    ) -> PhaseResult | None:
+        """The phase's result when it succeeded; None when it is launched now, retried after a
+        transient failure, or failed (then the generation stalls)."""
+        stored = self._stored(phase)
+        if stored is None:
             self._launch(phase, options or {})
             return None
-        if _succeeded(result) or not stall:
-            return result
-        message = _job_message_from(result)
+        if stored.result.succeeded:
+            return stored.result
+        if stored.result.transient:
+            self._retry_transient(stored, phase, options)
+            return None
+        message = describe(stored.result)
         kind = PHASE_CONDITION.get(phase)
         if kind:
             self._condition(kind, c.FALSE, FAILURE_REASON[phase], message)
@@ -464,8 +666,12 @@ class Reconciler:
             )
             self.decision.requeue_after = 5.0
             return
+        rejected = self.status.get("rejected")
+        if rejected and rejected["phase"] == phase:
+            self._stall("JobRejected", rejected["message"])
+            return
         attempt = self._attempt(phase) + 1
-        name = job_name(self.world.name, self.world.generation, phase, attempt)
+        name = job_name(self.world.name, self.world.uid, self.world.generation, phase, attempt)
         self.status.setdefault("attempts", {})[phase] = attempt
         self._jobs()[phase] = name
         launch_options = dict(options or {})
@@ -520,7 +726,7 @@ class Reconciler:
             self._event("Normal", reason, message)
 
     def _event(self, kind: str, reason: str, message: str) -> None:
-        self.decision.events.append(Event(kind, reason, message))
+        self.decision.events.append(Event(kind, reason, message[:1024]))
 
 
 def decide(world: World) -> Decision:
@@ -530,12 +736,22 @@ def decide(world: World) -> Decision:
 # --- pure helpers ------------------------------------------------------------------------------
 
 
-def _route(spec: Spec, preflight: dict[str, Any]) -> tuple[str, int]:
+def _result_of(job: JobView) -> PhaseResult:
+    """What a finished Job reported; a Job without a result is a failure with its own message
+    (a crash, a deadline, a pod deleted by hand): nothing is known of the database."""
+    if job.result is not None:
+        return job.result
+    message = job.message or "the Job's pod left no result (termination message)"
+    return PhaseResult(job.phase, "failed", -1, error=ErrorInfo(message))
+
+
+def _route(spec: Spec, preflight: PhaseResult) -> tuple[str, int]:
     """up, down (with the version to roll back to) or none, from what preflight saw."""
-    current = preflight.get("current_version")
-    latest = preflight.get("latest_version")
+    ledger = preflight.ledger
+    current = ledger.current_version if ledger else None
+    latest = ledger.latest_version if ledger else None
     target = spec.get("targetVersion", latest)
-    missing = preflight.get("missing_from_source") or []
+    missing = list(ledger.missing_from_source) if ledger else []
     candidates = []
     if missing:
         candidates.append(min(missing) - 1)
@@ -543,55 +759,60 @@ def _route(spec: Spec, preflight: dict[str, Any]) -> tuple[str, int]:
         candidates.append(target)
     if candidates:
         return "down", max(0, min(candidates))
-    if preflight.get("pending"):
+    if ledger and ledger.pending_count:
         return "up", target or 0
     return "none", current or 0
 
 
-def _rollback_summary(preflight: dict[str, Any], to_version: int) -> str:
-    current = preflight.get("current_version") or 0
-    missing = preflight.get("missing_from_source") or []
+def _rollback_summary(preflight: PhaseResult, to_version: int) -> str:
+    ledger = preflight.ledger
+    current = (ledger.current_version if ledger else None) or 0
+    missing = list(ledger.missing_from_source) if ledger else []
     gone = f" (versions {', '.join(map(str, missing))} left the source)" if missing else ""
     return f"roll back from version {current} to {to_version}{gone}"
 
 
-def _succeeded(result: dict[str, Any]) -> bool:
-    return bool(result.get("outcome") == "succeeded" and result.get("exit_code", 0) == 0)
+def describe(result: PhaseResult) -> str:
+    """The sentence a user acts on: the failed checks, or the harness's own error message
+    (which already names the file, line and SQLSTATE)."""
+    problems = [p for p in (*result.preflight_problems, *result.postflight_problems)]
+    failing = [p for p in problems if p.status == "fail"]
+    if failing:
+        return "; ".join(f"{p.name}: {p.summary}" for p in failing)
+    if result.error is not None:
+        return result.error.message
+    return "ok" if result.succeeded else "failed"
 
 
-def _compact_result(job: JobView) -> dict[str, Any]:
-    result = dict(job.result or {})
-    if not result:
-        # No termination message: a crash, or a pod deleted before its result was read.
-        # Either way nothing is known of the database, so it cannot count as a success.
-        message = job.message or "the Job's pod left no result (termination message)"
-        result = {"outcome": "failed", "exit_code": -1, "error": {"message": message}}
-    result.setdefault("outcome", "succeeded" if job.state == "succeeded" else "failed")
-    result["job"] = job.name
-    result["finishedAt"] = job.finished_at or ""
-    return result
+def _versions(versions: tuple[int, ...]) -> str:
+    return ", ".join(map(str, versions))
 
 
-def _job_message(job: JobView) -> str:
-    return _job_message_from(job.result or {"error": {"message": job.message}})
+def _success_summary(phase: str, result: PhaseResult) -> str:
+    """What a succeeded Job did, with the versions a user looks for."""
+    current = result.ledger.current_version if result.ledger else None
+    at = f"at version {current}" if current is not None else "no version applied yet"
+    if phase == "apply":
+        done = f"applied {_versions(result.applied)}" if result.applied else "nothing to apply"
+        return f"{done}; {at}"
+    if phase == "rollback":
+        return f"rolled back {_versions(result.rolled_back) or 'nothing'}; {at}"
+    if phase == "preflight" and result.ledger is not None:
+        pending = result.ledger.pending_count
+        return f"passed; {at}, {pending} pending" + (
+            f" ({_versions(result.ledger.pending)})" if result.ledger.pending else ""
+        )
+    if phase == "backup" and result.backup is not None:
+        return f"backup {result.backup.path} ({result.backup.size_bytes} bytes) verified"
+    if phase == "postflight":
+        return f"passed; {at}, schema fingerprint {result.fingerprint or ''}"
+    if phase == "plan" and result.plan is not None:
+        return f"plan {result.plan.hash} of {len(result.plan.migrations)} migration(s)"
+    return "succeeded"
 
 
-def _job_message_from(result: dict[str, Any]) -> str:
-    """The sentence a user acts on: the failed checks, the PostgreSQL error with its file."""
-    problems = [p for p in result.get("preflight_problems", []) if p["status"] == "fail"]
-    problems += [p for p in result.get("postflight_problems", []) if p["status"] == "fail"]
-    if problems:
-        return "; ".join(f"{p['name']}: {p['summary']}" for p in problems)
-    error = result.get("error")
-    if error:
-        where = f" ({error['file']}:{error['line']})" if "file" in error else ""
-        state = f" [SQLSTATE {error['sqlstate']}]" if error.get("sqlstate") else ""
-        return f"{error.get('message', '')}{where}{state}"
-    return "ok" if _succeeded(result) else "failed"
-
-
-def _warnings_of(preflight: dict[str, Any]) -> str:
-    warned = [p["name"] for p in preflight.get("preflight_problems", []) if p["status"] == "warn"]
+def _warnings_of(preflight: PhaseResult) -> str:
+    warned = [p.name for p in preflight.preflight_problems if p.status == "warn"]
     return f"passed with warnings: {', '.join(warned)}" if warned else "all checks passed"
 
 
