@@ -11,6 +11,7 @@ import json
 import os
 import re
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import pytest
 
 from migrate_safe.fingerprint import major_of
 from migrate_safe.localpg import LocalPostgres, program_major, version_major
-from tests.conftest import ROOT, Cli, Database
+from tests.conftest import ROOT, Cli, Database, wait_for
 
 pytestmark = pytest.mark.db
 
@@ -219,6 +220,35 @@ def test_a_database_transaction_timeout_does_not_end_a_long_migration(
     done = cli("apply", "--no-backup")
     assert done.returncode == 0, done.stderr
     assert db.scalar("SELECT count(*) FROM migrate_safe.applied") == 1
+
+
+def pg_dump_waits_for_a_lock(db: Database) -> bool:
+    return bool(
+        db.scalar(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE application_name = 'pg_dump' AND wait_event_type = 'Lock'"
+        )
+    )
+
+
+def test_a_database_idle_session_timeout_does_not_end_a_run_waiting_for_its_backup(
+    cli: Cli, db: Database, pg: LocalPostgres
+) -> None:
+    db.execute("CREATE TABLE busy (id int)")
+    if pg.major >= 14:
+        # The run's session is idle while pg_dump works: this would end it, lock and all.
+        db.execute(f"ALTER DATABASE \"{db.name}\" SET idle_session_timeout = '1s'")
+    cli.write(1, "t", "CREATE TABLE t (id int);", "DROP TABLE t;")
+    with db.connect() as holder:
+        holder.execute("BEGIN")
+        holder.execute("LOCK TABLE busy IN ACCESS EXCLUSIVE MODE")
+        running = cli.start("apply", "--skip-preflight")
+        wait_for(lambda: pg_dump_waits_for_a_lock(db))
+        time.sleep(1.5)  # the run's session stays idle longer than idle_session_timeout
+        holder.execute("COMMIT")
+    _, stderr = running.communicate(timeout=120)
+    assert running.returncode == 0, stderr
+    assert db.scalar("SELECT to_regclass('public.t')") is not None
 
 
 # --- pg_dump, pg_restore and psql: the client/server version rules -----------------------------
