@@ -357,6 +357,11 @@ def test_missing_secret_and_configmap_stall_and_recover_by_themselves(
         ({"backup": {"enabled": True}}, "spec.backup"),
         ({"source": {"inline": {"notes.txt": "x"}}}, "spec.source.inline"),
         ({"approval": {"planHash": "abc"}}, "spec.approval.planHash"),
+        ({"apply": {"lockTimeout": "0s"}}, "spec.apply.lockTimeout"),
+        (
+            {"database": {"secretRef": {"name": "db"}, "ledgerSchema": "public"}},
+            "spec.database.ledgerSchema",
+        ),
     ],
 )
 def test_invalid_specs_are_rejected_naming_the_field(

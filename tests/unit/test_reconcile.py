@@ -14,6 +14,8 @@ import pytest
 
 from migrate_safe.k8s.reconcile import (
     FAILURE_REASON,
+    LOST_RESULT_SECONDS,
+    RESULT_GRACE_SECONDS,
     Decision,
     JobView,
     Rejection,
@@ -22,7 +24,9 @@ from migrate_safe.k8s.reconcile import (
     job_name,
     retry_delay,
 )
+from migrate_safe.k8s.spec import parse_spec
 from migrate_safe.report import digest
+from tests.unit.crd_defaults import defaulted
 
 T0 = datetime(2026, 11, 25, 8, 0, tzinfo=UTC)
 UID = "0a1b2c3d-1111-2222-3333-444455556666"
@@ -76,7 +80,7 @@ class Sim:
                 "orders",
                 "shop",
                 self.generation,
-                self.spec,
+                parse_spec(defaulted(self.spec)),  # as the API server hands it over
                 self.status,
                 self.jobs,
                 self.now,
@@ -226,6 +230,10 @@ def test_a_job_that_died_without_a_result_is_a_failure_with_the_jobs_message() -
     sim.jobs[name] = replace(
         sim.jobs[name], message="Job was active longer than specified deadline"
     )
+    sim.now += timedelta(seconds=RESULT_GRACE_SECONDS - 1)
+    sim.step()  # the pod's result may still be on its way through the other watch
+    assert sim.condition("Ready")["reason"] == "Applying"
+    sim.now += timedelta(seconds=2)
     sim.step()
     assert "deadline" in sim.condition("Stalled")["message"]
 
@@ -466,6 +474,10 @@ def test_a_job_that_succeeded_without_a_result_is_not_taken_for_a_success() -> N
     sim = Sim()
     sim.step()
     sim.finish("preflight", None)
+    sim.now += timedelta(seconds=LOST_RESULT_SECONDS - 1)
+    waiting = sim.step()  # a harness that exits 0 always leaves a result: wait for it
+    assert waiting.launch is None and sim.condition("Ready")["reason"] == "PreflightRunning"
+    sim.now += timedelta(seconds=2)
     decision = sim.step()
     assert decision.launch is None  # no apply, no postflight decided on missing knowledge
     assert sim.condition("Stalled")["reason"] == "PreflightFailed"

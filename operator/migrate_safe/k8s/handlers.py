@@ -24,23 +24,18 @@ from migrate_safe.k8s import conditions as c
 from migrate_safe.k8s import jobs, metrics
 from migrate_safe.k8s.reconcile import (
     MUTATING,
-    RUNNING,
     Decision,
     JobView,
     Rejection,
     World,
     decide,
 )
+from migrate_safe.k8s.spec import DatabaseMigrationSpec, SpecError, parse_spec
 from migrate_safe.results import PhaseResult
 
 GROUP, VERSION, PLURAL = jobs.GROUP, "v1alpha1", "databasemigrations"
 KIND = "DatabaseMigration"
 FORCE_DELETE = f"{GROUP}/force-delete"
-# A finished Job whose pod's termination message has not reached us yet: wait this long for
-# it before taking the Job's word alone (the two arrive through different watches).
-RESULT_GRACE_SECONDS = 30.0
-# A succeeded Job whose result never arrives (its pod was deleted by hand): give up after this.
-LOST_RESULT_SECONDS = 600.0
 
 log = logging.getLogger("migrate_safe.operator")
 
@@ -120,11 +115,15 @@ def reconcile_resource(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **kw
     if body.metadata.get("deletionTimestamp"):
         return  # the deletion handler decides what happens now
     namespace, name = str(body.metadata.namespace), str(body.metadata.name)
+    try:
+        spec = parse_spec(_plain(body.spec))
+    except SpecError as error:  # the installed CRD is older than this operator
+        raise kopf.PermanentError(f"{namespace}/{name}: {error}") from error
     world = World(
         name=name,
         namespace=namespace,
         generation=int(body.metadata.get("generation", 1)),
-        spec=_plain(body.spec),
+        spec=spec,
         status=_plain(body.status),
         jobs=_job_views(namespace, name, kwargs["job_index"], kwargs["pod_index"]),
         now=datetime.now(UTC),
@@ -136,7 +135,7 @@ def reconcile_resource(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **kw
         if decision.launch is not None:
             decision = _launch(body, world, decision, memo["job_settings"])
     except ApiException as error:
-        metrics.RECONCILE_ERRORS.labels(namespace, name).inc()
+        metrics.METRICS.inc(metrics.RECONCILE_ERRORS, namespace, name)
         log.warning("%s/%s: Kubernetes API: %s %s", namespace, name, error.status, error.reason)
         raise kopf.TemporaryError(
             f"Kubernetes API: {error.status} {error.reason}", delay=5
@@ -201,9 +200,7 @@ def hold_deletion(body: kopf.Body, **kwargs: Any) -> None:
         )
         log.warning("%s/%s: %s", namespace, name, message)
         raise kopf.TemporaryError(message, delay=5)
-    for metric in metrics.ALL:
-        for sample_labels in _label_sets(metric, (namespace, name)):
-            metric.remove(*sample_labels)
+    metrics.METRICS.forget(namespace, name)
 
 
 # --- what the handler observes ------------------------------------------------------------------
@@ -256,18 +253,6 @@ def _job_view(entry: dict[str, Any], pods: list[dict[str, Any]]) -> JobView:
         "lastTransitionTime"
     )
     result = _result(pods)
-    if (
-        result is None
-        and state == "succeeded"
-        and not _older_than(finished_at, LOST_RESULT_SECONDS)
-    ):
-        # A harness that exits 0 always leaves its result: it is on its way through the pod
-        # watch, and deciding without it (no pending versions known) would skip the apply.
-        state = "running"
-    elif (
-        result is None and state == "failed" and not _older_than(finished_at, RESULT_GRACE_SECONDS)
-    ):
-        state = "running"  # a crash may have left no result: give the pod watch a moment
     waiting = next((p["waiting"] for p in pods if p.get("waiting")), None)
     return JobView(
         name=entry["name"],
@@ -293,14 +278,8 @@ def _result(pods: list[dict[str, Any]]) -> PhaseResult | None:
     return None
 
 
-def _older_than(timestamp: str | None, seconds: float) -> bool:
-    if not timestamp:
-        return False
-    return (datetime.now(UTC) - _moment(timestamp)).total_seconds() > seconds
-
-
-def _missing_configmaps(namespace: str, spec: dict[str, Any]) -> list[str]:
-    names = [cm["name"] for cm in spec.get("source", {}).get("configMaps", [])]
+def _missing_configmaps(namespace: str, spec: DatabaseMigrationSpec) -> list[str]:
+    names = [cm.name for cm in spec.source.config_maps]
     api = kubernetes.client.CoreV1Api()
     missing = []
     for name in names:
@@ -324,7 +303,7 @@ def _create_job(
     incarnation of the resource, adopts it."""
     launch = decision.launch
     assert launch is not None
-    if "inline" in world.spec.get("source", {}):
+    if world.spec.source.inline is not None:
         configmap = jobs.inline_configmap(
             world.name, world.uid, world.namespace, world.generation, world.spec
         )
@@ -350,7 +329,7 @@ def _create_job(
         )
     )
     if launch.phase == "rollback":
-        metrics.ROLLBACKS.labels(world.namespace, world.name).inc()
+        metrics.METRICS.inc(metrics.ROLLBACKS, world.namespace, world.name)
     log.info("%s/%s: created %s Job %s", world.namespace, world.name, launch.phase, launch.job_name)
 
 
@@ -398,51 +377,36 @@ def merge_patch(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]
     return patch
 
 
-def _initialise_counters(namespace: str, name: str) -> None:
-    """Create every counter series at 0, so `increase()` sees a resource's first run too."""
-    for phase in RUNNING:
-        for outcome in ("succeeded", "failed"):
-            metrics.RUNS.labels(namespace, name, phase, outcome)
-    for counter in (
-        metrics.MIGRATIONS_APPLIED,
-        metrics.MIGRATIONS_ROLLED_BACK,
-        metrics.ROLLBACKS,
-        metrics.RECONCILE_ERRORS,
-    ):
-        counter.labels(namespace, name)
-
-
 def _observe(namespace: str, name: str, world: World, decision: Decision) -> None:
-    _initialise_counters(namespace, name)
+    m = metrics.METRICS
+    m.touch(namespace, name)
     status = decision.status
     for job in decision.finished:
         result = job.result
-        metrics.RUNS.labels(namespace, name, job.phase, job.state).inc()
+        m.inc(metrics.RUNS, namespace, name, job.phase, job.state)
         duration = _duration(job)
         if duration is not None:
-            metrics.PHASE_DURATION.labels(namespace, name, job.phase).observe(duration)
+            m.observe(metrics.PHASE_DURATION, namespace, name, job.phase, value=duration)
         if job.state == "failed":
-            metrics.LAST_FAILURE.labels(namespace, name).set(time.time())
+            m.set(metrics.LAST_FAILURE, namespace, name, time.time())
         if result is None:
             continue
-        metrics.MIGRATIONS_APPLIED.labels(namespace, name).inc(len(result.applied))
-        metrics.MIGRATIONS_ROLLED_BACK.labels(namespace, name).inc(len(result.rolled_back))
+        m.inc(metrics.MIGRATIONS_APPLIED, namespace, name, by=len(result.applied))
+        m.inc(metrics.MIGRATIONS_ROLLED_BACK, namespace, name, by=len(result.rolled_back))
         if result.backup is not None and result.succeeded:
-            metrics.BACKUP_SIZE.labels(namespace, name).set(result.backup.size_bytes)
-            metrics.LAST_BACKUP.labels(namespace, name).set(time.time())
+            m.set(metrics.BACKUP_SIZE, namespace, name, result.backup.size_bytes)
+            m.set(metrics.LAST_BACKUP, namespace, name, time.time())
     conditions = status.get("conditions", [])
     ready = c.is_true(conditions, c.READY)
     if ready and not c.is_true(world.status.get("conditions", []), c.READY):
-        metrics.LAST_SUCCESS.labels(namespace, name).set(time.time())
-    metrics.READY.labels(namespace, name).set(1 if ready else 0)
-    metrics.PENDING.labels(namespace, name).set(status.get("pendingCount") or 0)
-    metrics.CURRENT_VERSION.labels(namespace, name).set(status.get("currentVersion") or 0)
-    busy = c.is_true(conditions, c.RECONCILING)
-    since = metrics.IN_PROGRESS_SINCE.labels(namespace, name)
-    if not busy:
-        since.set(0)
-    elif since._value.get() == 0:
-        since.set(time.time())
+        m.set(metrics.LAST_SUCCESS, namespace, name, time.time())
+    m.set(metrics.READY, namespace, name, 1 if ready else 0)
+    m.set(metrics.PENDING, namespace, name, status.get("pendingCount") or 0)
+    m.set(metrics.CURRENT_VERSION, namespace, name, status.get("currentVersion") or 0)
+    if not c.is_true(conditions, c.RECONCILING):
+        m.set(metrics.IN_PROGRESS_SINCE, namespace, name, 0)
+    elif m.get(metrics.IN_PROGRESS_SINCE, namespace, name) == 0:
+        m.set(metrics.IN_PROGRESS_SINCE, namespace, name, time.time())
 
 
 def _duration(job: JobView) -> float | None:
@@ -453,14 +417,3 @@ def _duration(job: JobView) -> float | None:
 
 def _moment(timestamp: str) -> datetime:
     return datetime.strptime(timestamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
-
-
-def _label_sets(metric: Any, resource: tuple[str, str]) -> list[tuple[str, ...]]:
-    """Every label combination of `metric` that belongs to the resource."""
-    found = []
-    for family in metric.collect():
-        for sample in family.samples:
-            if (sample.labels.get("namespace"), sample.labels.get("name")) == resource:
-                names = metric._labelnames
-                found.append(tuple(sample.labels[n] for n in names))
-    return sorted(set(found))

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from migrate_safe.k8s.reconcile import Launch
+from migrate_safe.k8s.spec import DatabaseMigrationSpec
 
 GROUP = "migrate-safe.dev"
 MANAGED_BY = "migrate-safe-operator"
@@ -72,7 +73,7 @@ def inline_configmap_name(name: str, uid: str, generation: int) -> str:
 
 
 def inline_configmap(
-    name: str, uid: str, namespace: str, generation: int, spec: dict[str, Any]
+    name: str, uid: str, namespace: str, generation: int, spec: DatabaseMigrationSpec
 ) -> dict[str, Any]:
     """spec.source.inline as a ConfigMap the Job mounts (owned by the resource)."""
     return {
@@ -83,47 +84,46 @@ def inline_configmap(
             "namespace": namespace,
             "labels": {**MANAGED_LABELS, LABEL_RESOURCE: label_value(name), LABEL_OWNER_UID: uid},
         },
-        "data": dict(spec["source"]["inline"]),
+        "data": dict(spec.source.inline or {}),
     }
 
 
-def phase_args(phase: str, spec: dict[str, Any], options: dict[str, Any], name: str) -> list[str]:
-    """The harness command line of a phase."""
+def phase_args(
+    phase: str, spec: DatabaseMigrationSpec, options: dict[str, Any], name: str
+) -> list[str]:
+    """The harness command line of a phase. Every value comes from the spec as the API server
+    defaulted it: the harness's own defaults never decide for the operator."""
     common = [
         "--migrations-dir",
         MIGRATIONS_DIR,
         "--log-dir",
         LOG_DIR,
         "--ledger-schema",
-        spec["database"].get("ledgerSchema", "migrate_safe"),
+        spec.database.ledger_schema,
         "--termination-log",
         TERMINATION_LOG,
     ]
-    target = spec.get("targetVersion")
+    target = spec.target_version
     to = ["--to", str(target)] if target is not None else []
     backup_dir = f"{BACKUP_ROOT}/{name}"
     if phase == "preflight":
-        preflight = spec.get("preflight") or {}
-        args = [
-            "preflight",
-            "--long-transaction-seconds",
-            str(preflight.get("longTransactionSeconds", 30)),
-        ]
-        args += [flag for check in preflight.get("failOn", []) for flag in ("--fail-on", check)]
-        args += [flag for check in preflight.get("warnOn", []) for flag in ("--warn-on", check)]
+        preflight = spec.preflight
+        args = ["preflight", "--long-transaction-seconds", str(preflight.long_transaction_seconds)]
+        args += [flag for check in preflight.fail_on for flag in ("--fail-on", check)]
+        args += [flag for check in preflight.warn_on for flag in ("--warn-on", check)]
         return [*args, *to, *common]
     if phase == "plan":
         return ["apply", "--dry-run", *to, *common]
     if phase == "backup":
-        backup = spec.get("backup") or {}
+        backup = spec.backup
         return [
             "backup",
             "--backup-dir",
             backup_dir,
             "--format",
-            backup.get("format", "custom"),
+            backup.format,
             "--retention",
-            str(backup.get("retention", 5)),
+            str(backup.retention),
             *common,
         ]
     if phase == "apply":
@@ -135,7 +135,7 @@ def phase_args(phase: str, spec: dict[str, Any], options: dict[str, Any], name: 
         return ["apply", "--skip-preflight", "--no-backup", *to, *expect, *_policy(spec), *common]
     if phase == "postflight":
         wanted = options.get("to", target)
-        expected = (spec.get("postflight") or {}).get("expectedFingerprint")
+        expected = spec.postflight.expected_fingerprint
         args = ["postflight", *(["--to", str(wanted)] if wanted is not None else [])]
         return [*args, *(["--expected-fingerprint", expected] if expected else []), *common]
     if phase == "rollback":
@@ -145,35 +145,28 @@ def phase_args(phase: str, spec: dict[str, Any], options: dict[str, Any], name: 
     raise ValueError(f"unknown phase {phase}")
 
 
-def _policy(spec: dict[str, Any]) -> list[str]:
-    apply = spec.get("apply") or {}
+def _policy(spec: DatabaseMigrationSpec) -> list[str]:
+    apply = spec.apply
     return [
         "--lock-timeout",
-        apply.get("lockTimeout", "500ms"),
+        apply.lock_timeout,
         "--lock-timeout-max",
-        apply.get("lockTimeoutMax", "10s"),
+        apply.lock_timeout_max,
         "--statement-timeout",
-        apply.get("statementTimeout", "1h"),
+        apply.statement_timeout,
         "--lock-retries",
-        str(apply.get("lockRetries", 10)),
+        str(apply.lock_retries),
     ]
 
 
-def _template(spec: dict[str, Any], phase: str) -> dict[str, Any]:
-    """The shared jobTemplate with phases.<phase> on top."""
-    shared = dict(spec.get("jobTemplate") or {})
-    shared.update((spec.get("phases") or {}).get(phase) or {})
-    return shared
-
-
 def _migrations_volume(
-    name: str, uid: str, generation: int, spec: dict[str, Any]
+    name: str, uid: str, generation: int, spec: DatabaseMigrationSpec
 ) -> dict[str, Any]:
-    source = spec["source"]
-    if "configMaps" in source:
-        projected = [{"configMap": {"name": cm["name"]}} for cm in source["configMaps"]]
+    source = spec.source
+    if source.config_maps:
+        projected = [{"configMap": {"name": cm.name}} for cm in source.config_maps]
         return {"name": "migrations", "projected": {"sources": projected}}
-    if "inline" in source:
+    if source.inline is not None:
         return {
             "name": "migrations",
             "configMap": {"name": inline_configmap_name(name, uid, generation)},
@@ -181,25 +174,20 @@ def _migrations_volume(
     return {"name": "migrations", "emptyDir": {}}
 
 
-def _image_copy(spec: dict[str, Any], security: dict[str, Any]) -> list[dict[str, Any]]:
+def _image_copy(spec: DatabaseMigrationSpec, security: dict[str, Any]) -> list[dict[str, Any]]:
     """For an image source: an init container copies the files out of the app's image."""
-    image = spec["source"].get("image")
-    if not image:
+    image = spec.source.image
+    if image is None:
         return []
     container = {
         "name": "copy-migrations",
-        "image": image["name"],
-        "command": [
-            "cp",
-            "-R",
-            f"{image.get('path', '/migrations').rstrip('/')}/.",
-            MIGRATIONS_DIR,
-        ],
+        "image": image.name,
+        "command": ["cp", "-R", f"{image.path.rstrip('/')}/.", MIGRATIONS_DIR],
         "volumeMounts": [{"name": "migrations", "mountPath": MIGRATIONS_DIR}],
         "securityContext": security,
     }
-    if image.get("pullPolicy"):
-        container["imagePullPolicy"] = image["pullPolicy"]
+    if image.pull_policy:
+        container["imagePullPolicy"] = image.pull_policy
     return [container]
 
 
@@ -219,13 +207,13 @@ def build_job(
     namespace: str,
     generation: int,
     launch: Launch,
-    spec: dict[str, Any],
+    spec: DatabaseMigrationSpec,
     settings: JobSettings,
 ) -> dict[str, Any]:
     """The Job of one phase; the caller adds the owner reference."""
-    template = _template(spec, launch.phase)
+    template = spec.template(launch.phase)
     job_labels = labels(name, uid, generation, launch.phase, launch.attempt)
-    secret = spec["database"]["secretRef"]
+    secret = spec.database.secret_ref
     mounts = [
         {"name": "migrations", "mountPath": MIGRATIONS_DIR, "readOnly": True},
         {"name": "logs", "mountPath": LOG_DIR},
@@ -237,22 +225,17 @@ def build_job(
         {"name": "tmp", "emptyDir": {}},
     ]
     if launch.phase in USES_BACKUP_VOLUME:
-        claim = (spec.get("backup") or {}).get("persistentVolumeClaim", "")
+        claim = spec.backup.persistent_volume_claim or ""
         volumes.append({"name": "backups", "persistentVolumeClaim": {"claimName": claim}})
         mounts.append({"name": "backups", "mountPath": BACKUP_ROOT})
     container: dict[str, Any] = {
         "name": "migrate-safe",
-        "image": template.get("image", settings.image),
+        "image": template.image or settings.image,
         "command": [*settings.command, *phase_args(launch.phase, spec, launch.options, name)],
         "env": [
             {
                 "name": "DATABASE_URL",
-                "valueFrom": {
-                    "secretKeyRef": {
-                        "name": secret["name"],
-                        "key": secret.get("key", "DATABASE_URL"),
-                    }
-                },
+                "valueFrom": {"secretKeyRef": {"name": secret.name, "key": secret.key}},
             },
             {"name": "HOME", "value": "/tmp"},
         ],
@@ -261,9 +244,10 @@ def build_job(
         "terminationMessagePath": TERMINATION_LOG,
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
-    for key in ("imagePullPolicy", "resources"):
-        if key in template:
-            container[key] = template[key]
+    if template.image_pull_policy:
+        container["imagePullPolicy"] = template.image_pull_policy
+    if template.resources is not None:
+        container["resources"] = dict(template.resources)
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
         "automountServiceAccountToken": False,
@@ -276,19 +260,22 @@ def build_job(
         "containers": [container],
         "volumes": volumes,
     }
-    for key in ("serviceAccountName", "nodeSelector", "tolerations"):
-        if key in template:
-            pod_spec[key] = template[key]
+    if template.service_account_name:
+        pod_spec["serviceAccountName"] = template.service_account_name
+    if template.node_selector is not None:
+        pod_spec["nodeSelector"] = dict(template.node_selector)
+    if template.tolerations is not None:
+        pod_spec["tolerations"] = [dict(t) for t in template.tolerations]
+    deadline = template.active_deadline_seconds or DEFAULT_DEADLINE[launch.phase]
+    ttl = template.ttl_seconds_after_finished
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": {"name": launch.job_name, "namespace": namespace, "labels": job_labels},
         "spec": {
             "backoffLimit": 0,  # never let the Job controller re-run DDL: retries are ours
-            "activeDeadlineSeconds": template.get(
-                "activeDeadlineSeconds", DEFAULT_DEADLINE[launch.phase]
-            ),
-            "ttlSecondsAfterFinished": template.get("ttlSecondsAfterFinished", DEFAULT_TTL),
+            "activeDeadlineSeconds": deadline,
+            "ttlSecondsAfterFinished": DEFAULT_TTL if ttl is None else ttl,
             "template": {"metadata": {"labels": job_labels}, "spec": pod_spec},
         },
     }

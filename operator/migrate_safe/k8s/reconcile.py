@@ -22,16 +22,16 @@ from __future__ import annotations
 
 import copy
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
 from migrate_safe.config import parse_duration
 from migrate_safe.k8s import conditions as c
+from migrate_safe.k8s.spec import DatabaseMigrationSpec
 from migrate_safe.results import ErrorInfo, PhaseResult
 
 Status = dict[str, Any]
-Spec = dict[str, Any]
 
 # Preflight checks that fail because of what other sessions do right now: worth retrying.
 TRANSIENT_CHECKS = frozenset(
@@ -49,6 +49,12 @@ SPEC_CHECKS = frozenset({"TargetVersion"})
 MUTATING = frozenset({"backup", "apply", "rollback", "restore"})
 HISTORY_LIMIT = 20
 RUNNING_REQUEUE = 2.0
+# A finished Job and its pod's termination message arrive through different watches. A failed
+# Job without a result waits this long for it before its own message is taken instead (a
+# crash may leave none); a succeeded one, which always leaves a result, this long before it
+# counts as lost (its pod deleted by hand): deciding without it would skip the apply.
+RESULT_GRACE_SECONDS = 30.0
+LOST_RESULT_SECONDS = 600.0
 RETRY_FIRST, RETRY_MAX = 10.0, 300.0
 
 # What each phase is called while it runs: (status.phase, Ready reason).
@@ -115,7 +121,7 @@ class World:
     name: str
     namespace: str
     generation: int
-    spec: Spec
+    spec: DatabaseMigrationSpec
     status: Status
     jobs: dict[str, JobView]  # every Job labelled for this name, of any incarnation
     now: datetime
@@ -195,8 +201,20 @@ class Reconciler:
         self.now = _timestamp(world.now)
         self.status: Status = copy.deepcopy(world.status)
         self.decision = Decision(self.status)
-        self.jobs = {n: j for n, j in world.jobs.items() if j.owner_uid == world.uid}
-        self.foreign = [j for j in world.jobs.values() if j.owner_uid != world.uid]
+        settled = {name: self._settled(job) for name, job in world.jobs.items()}
+        self.jobs = {n: j for n, j in settled.items() if j.owner_uid == world.uid}
+        self.foreign = [j for j in settled.values() if j.owner_uid != world.uid]
+
+    def _settled(self, job: JobView) -> JobView:
+        """A finished Job whose result has not arrived yet still counts as running, for as
+        long as the result may still come (see RESULT_GRACE_SECONDS)."""
+        if job.result is not None or not job.finished:
+            return job
+        wait = LOST_RESULT_SECONDS if job.state == "succeeded" else RESULT_GRACE_SECONDS
+        finished = _parse(job.finished_at) if job.finished_at else self.world.now
+        if (self.world.now - finished).total_seconds() <= wait:
+            return replace(job, state="running")
+        return job
 
     # --- entry point ---------------------------------------------------------------------
 
@@ -234,7 +252,7 @@ class Reconciler:
             self.status.pop(key, None)
         self.status["observedGeneration"] = self.world.generation
         self.status.setdefault("conditions", [])
-        self.status["targetVersion"] = self.spec.get("targetVersion")
+        self.status["targetVersion"] = self.spec.target_version
         for kind in PHASE_CONDITION.values():
             self.status["conditions"] = [
                 cond for cond in self.status["conditions"] if cond["type"] != kind
@@ -468,7 +486,7 @@ class Reconciler:
         else:
             current = self.status.get("currentVersion")
             self._condition(c.APPLIED, c.TRUE, "UpToDate", f"nothing to apply: at {current}")
-            self._finish_with_postflight(self.spec.get("targetVersion"), "Migrated")
+            self._finish_with_postflight(self.spec.target_version, "Migrated")
 
     def _after_failed_preflight(self, stored: Stored) -> None:
         preflight = stored.result
@@ -476,7 +494,7 @@ class Reconciler:
         message = describe(preflight)
         if failed and set(failed) <= TRANSIENT_CHECKS:
             self._condition(c.PREFLIGHT_PASSED, c.FALSE, "PreflightBlocked", message)
-            wait = _seconds(self.spec.get("preflight", {}).get("retryInterval", "30s"))
+            wait = _seconds(self.spec.preflight.retry_interval)
             self._retry_after(stored, "preflight", wait, "PreflightBlocked", message)
             return
         if preflight.transient:
@@ -524,13 +542,13 @@ class Reconciler:
         self.decision.requeue_after = max(1.0, wait - elapsed)
 
     def _roll_forward(self) -> None:
-        approval = (self.spec.get("approval") or {}).get("planHash") or ""
-        if self.spec.get("mode") == "Plan" or approval:
+        approval = self.spec.approval.plan_hash or ""
+        if self.spec.mode == "Plan" or approval:
             plan = self._phase_result("plan")
             if plan is None:
                 return
             published = self.status.get("plan", {}).get("hash", "")
-            if self.spec.get("mode") == "Plan":
+            if self.spec.mode == "Plan":
                 self._done(
                     "Planned",
                     f"plan {published} published; set spec.mode: Apply "
@@ -560,11 +578,11 @@ class Reconciler:
             )
         else:
             self._condition(c.APPLIED, c.TRUE, "UpToDate", f"nothing to apply: at {current}")
-        self._finish_with_postflight(self.spec.get("targetVersion"), "Migrated")
+        self._finish_with_postflight(self.spec.target_version, "Migrated")
 
     def _roll_back(self, to_version: int, preflight: PhaseResult) -> None:
-        rollback = self.spec.get("rollback") or {}
-        policy = rollback.get("policy", "Manual")
+        rollback = self.spec.rollback
+        policy = rollback.policy
         what = _rollback_summary(preflight, to_version)
         if policy == "Never":
             self._condition(c.ROLLED_BACK, c.FALSE, "RollbackForbidden", what)
@@ -572,7 +590,7 @@ class Reconciler:
                 "RollbackForbidden", f"the spec asks to {what}, but spec.rollback.policy is Never"
             )
             return
-        if policy == "Manual" and rollback.get("approvedTargetVersion") != to_version:
+        if policy == "Manual" and rollback.approved_target_version != to_version:
             message = (
                 f"would {what}; approve with spec.rollback.approvedTargetVersion: "
                 f"{to_version} (or spec.rollback.policy: Auto)"
@@ -598,7 +616,7 @@ class Reconciler:
     def _after_failed_rollback(self, result: PhaseResult) -> None:
         message = describe(result)
         self._condition(c.ROLLED_BACK, c.FALSE, "RollbackFailed", message)
-        restore = (self.spec.get("rollback") or {}).get("restoreBackupOnFailure")
+        restore = self.spec.rollback.restore_backup_on_failure
         backup = self._stored("backup")
         if restore and backup is not None and backup.result.succeeded:
             restored = self._phase_result("restore")
@@ -609,8 +627,7 @@ class Reconciler:
         self._stall("RollbackFailed", message)
 
     def _backup_done(self) -> bool:
-        backup = self.spec.get("backup") or {}
-        if not backup.get("enabled"):
+        if not self.spec.backup.enabled:
             self._condition(c.BACKED_UP, c.FALSE, "BackupDisabled", "spec.backup.enabled is false")
             return True
         result = self._phase_result("backup")
@@ -621,7 +638,7 @@ class Reconciler:
         return True
 
     def _finish_with_postflight(self, target: int | None, reason: str) -> None:
-        if (self.spec.get("postflight") or {}).get("enabled", True):
+        if self.spec.postflight.enabled:
             result = self._phase_result("postflight", {"to": target})
             if result is None:
                 return
@@ -675,7 +692,7 @@ class Reconciler:
         self.status.setdefault("attempts", {})[phase] = attempt
         self._jobs()[phase] = name
         launch_options = dict(options or {})
-        approval = (self.spec.get("approval") or {}).get("planHash")
+        approval = self.spec.approval.plan_hash
         if phase == "apply" and approval:
             launch_options["expect_plan_hash"] = approval
         self.decision.launch = Launch(phase, attempt, name, launch_options)
@@ -745,12 +762,12 @@ def _result_of(job: JobView) -> PhaseResult:
     return PhaseResult(job.phase, "failed", -1, error=ErrorInfo(message))
 
 
-def _route(spec: Spec, preflight: PhaseResult) -> tuple[str, int]:
+def _route(spec: DatabaseMigrationSpec, preflight: PhaseResult) -> tuple[str, int]:
     """up, down (with the version to roll back to) or none, from what preflight saw."""
     ledger = preflight.ledger
     current = ledger.current_version if ledger else None
     latest = ledger.latest_version if ledger else None
-    target = spec.get("targetVersion", latest)
+    target = spec.target_version if spec.target_version is not None else latest
     missing = list(ledger.missing_from_source) if ledger else []
     candidates = []
     if missing:

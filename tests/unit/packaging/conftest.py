@@ -22,20 +22,24 @@ SUFFIXES = ("_bucket", "_count", "_sum", "_total", "_created")
 
 
 def exported_metrics() -> set[str]:
-    """Every series name the operator's /metrics can expose, from the metrics module itself."""
-    from prometheus_client import Counter, Histogram
+    """Every series name the operator's /metrics can expose: a scrape of its own collector
+    with one resource that has every series."""
+    from prometheus_client import CollectorRegistry, generate_latest
 
     from migrate_safe.k8s import metrics
 
-    names: set[str] = set()
+    collected = metrics.OperatorMetrics()
     for metric in metrics.ALL:
-        name = metric._name  # the registered name, without the _total a counter adds
-        names.add(name)
-        if isinstance(metric, Counter):
-            names.add(f"{name}_total")
-        if isinstance(metric, Histogram):
-            names.update(f"{name}{suffix}" for suffix in ("_bucket", "_count", "_sum"))
-    return names
+        if metric.kind == metrics.GAUGE:
+            collected.set(metric, "ns", "name", 1)
+        if metric.kind == metrics.HISTOGRAM:
+            collected.observe(metric, "ns", "name", "apply", value=1)
+    collected.touch("ns", "name")
+    registry = CollectorRegistry()
+    registry.register(collected)
+    scraped = generate_latest(registry).decode().splitlines()
+    series = {line.split("{")[0].split(" ")[0] for line in scraped if not line.startswith("#")}
+    return series | {metric.name for metric in metrics.ALL}  # a histogram's family name too
 
 
 def unknown_metrics(expressions: list[str]) -> dict[str, set[str]]:

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
 
 from migrate_safe.k8s import metrics
 from tests.unit.packaging.conftest import METRIC, Render, by_kind, exported_metrics
@@ -76,23 +76,28 @@ def test_chart_ships_the_dashboard_with_the_sidecar_label(render: Render) -> Non
 
 
 def _synthetic_run(tmp_path: Path) -> list[Path]:
-    """A demo run with the operator's real metric names and labels, scraped every 15 s."""
+    """A demo run through the operator's own metrics collector, scraped every 15 s."""
+    collected = metrics.OperatorMetrics()
     registry = CollectorRegistry()
-    made: dict[str, Any] = {}
-    for metric in metrics.ALL:
-        args = (metric._name, metric._documentation, list(metric._labelnames))
-        if isinstance(metric, Histogram):
-            bounds = [b for b in metric._upper_bounds if b != float("inf")]
-            made[metric._name] = Histogram(*args, buckets=bounds, registry=registry)
-        elif isinstance(metric, Counter):
-            made[metric._name] = Counter(*args, registry=registry)
-        else:
-            assert isinstance(metric, Gauge)
-            made[metric._name] = Gauge(*args, registry=registry)
+    registry.register(collected)
+    by_name = {metric.name.removesuffix("_total"): metric for metric in metrics.ALL}
+    by_name |= {name.removeprefix("migrate_safe_"): m for name, m in by_name.items()}
 
-    def m(name: str, *labels: str) -> Any:
-        name = name.removesuffix("_total")  # prometheus_client names counters without it
-        return made[f"migrate_safe_{name}"].labels("shop", "orders-db", *labels)
+    class Series:
+        def __init__(self, name: str, labels: tuple[str, ...]) -> None:
+            self.metric, self.labels = by_name[name.removesuffix("_total")], labels
+
+        def set(self, value: float) -> None:
+            collected.set(self.metric, "shop", "orders-db", value)
+
+        def inc(self, by: float = 1.0) -> None:
+            collected.inc(self.metric, "shop", "orders-db", *self.labels, by=by)
+
+        def observe(self, value: float) -> None:
+            collected.observe(self.metric, "shop", "orders-db", *self.labels, value=value)
+
+    def m(name: str, *labels: str) -> Series:
+        return Series(name, labels)
 
     t0 = 1_800_000_000.0
     paths: list[Path] = []
