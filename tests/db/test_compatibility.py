@@ -207,6 +207,22 @@ def test_lint_judges_not_null_the_way_this_major_adds_it(
     assert all(way in alternative for alternative in scans.values())
 
 
+def test_a_rehearsal_says_a_new_enum_value_of_an_existing_type_is_beyond_it(cli: Cli) -> None:
+    # Only on a type created in the same transaction (17+) is a new value usable before its
+    # commit; on a type that exists already, never, on any major: apply commits in between.
+    create = "CREATE TYPE state AS ENUM ('new'); CREATE TABLE parcel (s state);"
+    cli.write(1, "state", create, "DROP TABLE parcel; DROP TYPE state;")
+    assert cli("apply", "--no-backup").returncode == 0
+    cli.write(2, "lost", "ALTER TYPE state ADD VALUE 'lost';", "SELECT 1;")
+    use = "CREATE INDEX parcel_lost ON parcel (s) WHERE s = 'lost';"
+    cli.write(3, "uses", use, "DROP INDEX parcel_lost;")
+    rehearsal = cli("apply", "--dry-run", "--json")
+    assert rehearsal.returncode == 0, rehearsal.stderr
+    beyond = {e["version"]: e for e in json.loads(rehearsal.stdout)["rehearsal"]}
+    assert "uses an enum value" in beyond[3]["not_rehearsed"] and "error" not in beyond[3]
+    assert cli("apply", "--no-backup").returncode == 0
+
+
 # --- transaction_timeout (17+) -------------------------------------------------------------------
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from migrate_safe.localpg import LocalPostgres
 from tests.conftest import Cli, Database
 from tests.db.test_rollback import tables
 
@@ -86,15 +87,21 @@ def test_concurrently_without_the_directive_names_the_only_fix(cli: Cli, db: Dat
     ],
 )
 def test_what_one_transaction_cannot_rehearse_is_said_not_failed(
-    cli: Cli, db: Database, pattern: str, beyond: list[int], why: str
+    cli: Cli, db: Database, pg: LocalPostgres, pattern: str, beyond: list[int], why: str
 ) -> None:
+    if pattern == "enum_value_used_later" and pg.major >= 17:
+        # From 17 a value added to an enum type created in the same transaction may be used
+        # there: the rehearsal, which creates the type too, runs all three files.
+        # (tests/db/test_compatibility.py rehearses the same on a type that exists already.)
+        beyond = []
     use(cli, pattern)
     rehearsal = cli("apply", "--dry-run", "--json")
     assert rehearsal.returncode == 0, rehearsal.stderr
     entries = {entry["version"]: entry for entry in report(rehearsal)["rehearsal"]}
     assert [v for v, e in entries.items() if "not_rehearsed" in e] == beyond
-    assert why in entries[beyond[0]]["not_rehearsed"]
-    assert "could not be rehearsed in one transaction" in rehearsal.stderr
+    if beyond:
+        assert why in entries[beyond[0]]["not_rehearsed"]
+        assert "could not be rehearsed in one transaction" in rehearsal.stderr
     assert tables(db) == []
     applied = cli("apply")
     assert applied.returncode == 0, applied.stderr
