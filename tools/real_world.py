@@ -417,10 +417,7 @@ def _verify(cli: Cli, run: UserRun, corpus: Corpus) -> None:
     run.verify = verified.step
     steps = _items(verified.report, "migrations") or _items(verified.report, "steps")
     run.verify_checked = sum(1 for step in steps if step.get("result") in ("pass", "warn", "fail"))
-    listed = verified.report.get("not_run")  # older reports list skipped versions here
-    run.verify_not_run = (
-        len(steps) - run.verify_checked + (len(listed) if isinstance(listed, list) else 0)
-    )
+    run.verify_not_run = len(steps) - run.verify_checked
     for step in steps:
         version = _int(step.get("version"))
         if step.get("result") in ("pass", "warn", "fail") and version is not None:
