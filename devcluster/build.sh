@@ -3,9 +3,10 @@
 #
 #   devcluster/build.sh            -> prints .../<key>/bin on stdout (progress goes to stderr)
 #
-# Binaries: kube-apiserver, kube-controller-manager, kubectl (k8s.io/kubernetes), etcd
-# (go.etcd.io/etcd/server/v3), helm and kubeconform, each group from its own wrapper module under
-# devcluster/gomod/. They are cached outside the checkout, in
+# Binaries: kube-apiserver, kube-controller-manager, kube-scheduler, kubelet, kubectl
+# (k8s.io/kubernetes), etcd (go.etcd.io/etcd/server/v3), helm and kubeconform, each group from its
+# own wrapper module under devcluster/gomod/, and the node's pause program (gomod/pause, no
+# dependencies). They are cached outside the checkout, in
 # ${DEVCLUSTER_CACHE:-~/.cache/migrate-safe/devcluster}/<key>/bin, where <key> names every pinned
 # version, the Go version and a hash of the wrapper go.mod/go.sum files and of this script.
 # A cache hit runs no go command except `go env GOVERSION`: a warm machine is ready at once.
@@ -23,7 +24,7 @@ cache_key() {
   local sums
   # build.sh itself is hashed too: its flags (ldflags, tags) shape the binaries.
   sums=$(cd "$here/gomod" && cat k8s/go.mod k8s/go.sum etcd/go.mod etcd/go.sum \
-    tools/go.mod tools/go.sum "$here/build.sh" | sha256sum | cut -c1-12)
+    tools/go.mod tools/go.sum pause/go.mod pause/main.go "$here/build.sh" | sha256sum | cut -c1-12)
   printf 'k8s-%s_etcd-%s_helm-%s_kubeconform-%s_%s_%s' "$K8S_VERSION" "$ETCD_VERSION" \
     "$HELM_VERSION" "$KUBECONFORM_VERSION" "$("$GO" env GOVERSION)" "$sums"
 }
@@ -45,9 +46,10 @@ build_k8s() { # outdir
   ld+=" -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor"
   ld+=" -X k8s.io/component-base/version.gitTreeState=clean"
   ld+=" -X k8s.io/client-go/pkg/version.gitVersion=$K8S_VERSION"
-  # One go build for the three mains: the shared packages are compiled once.
+  # One go build for the five mains: the shared packages are compiled once.
   (cd "$here/gomod/k8s" && CGO_ENABLED=0 "$GO" build -trimpath -tags grpcnotrace -ldflags "$ld" \
     -o "$1/" k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
+    k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubelet \
     k8s.io/kubernetes/cmd/kubectl)
 }
 
@@ -62,6 +64,10 @@ build_tools() { # outdir
   ld+=" -X main.version=$KUBECONFORM_VERSION"
   (cd "$here/gomod/tools" && CGO_ENABLED=0 "$GO" build -trimpath -ldflags "$ld" -o "$1/" \
     helm.sh/helm/v3/cmd/helm github.com/yannh/kubeconform/cmd/kubeconform)
+}
+
+build_pause() { # outdir
+  (cd "$here/gomod/pause" && CGO_ENABLED=0 "$GO" build -trimpath -ldflags "-s -w" -o "$1/pause" .)
 }
 
 download() { # module
@@ -87,7 +93,9 @@ main() {
   export GOFLAGS=-mod=readonly
   step "build etcd" build_etcd "$tmp/bin"
   step "build helm+kubeconform" build_tools "$tmp/bin"
-  step "build kube-apiserver+kube-controller-manager+kubectl" build_k8s "$tmp/bin"
+  step "build pause" build_pause "$tmp/bin"
+  step "build kube-apiserver+kube-controller-manager+kube-scheduler+kubelet+kubectl" \
+    build_k8s "$tmp/bin"
   touch "$tmp/bin/.complete"
   rm -rf "$dest"
   mv "$tmp" "$dest"

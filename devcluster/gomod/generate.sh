@@ -31,7 +31,9 @@ gen_k8s() {
   [ -n "$godebug" ] && go mod edit "-godebug=$godebug"
   go get -tool "k8s.io/kubernetes/cmd/kube-apiserver@$K8S_VERSION" \
     "k8s.io/kubernetes/cmd/kube-controller-manager@$K8S_VERSION" \
-    "k8s.io/kubernetes/cmd/kubectl@$K8S_VERSION"
+    "k8s.io/kubernetes/cmd/kubectl@$K8S_VERSION" \
+    "k8s.io/kubernetes/cmd/kube-scheduler@$K8S_VERSION" \
+    "k8s.io/kubernetes/cmd/kubelet@$K8S_VERSION"
   go mod tidy
 }
 

@@ -1,0 +1,3 @@
+module example.invalid/devcluster/pause
+
+go 1.26
