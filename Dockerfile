@@ -4,6 +4,11 @@
 # PostgreSQL client tools the harness runs (pg_dump, pg_restore, psql).
 #
 #   docker build -t migrate-safe:0.1.0 .
+#   buildah bud --layers -t migrate-safe:0.1.0 .        # no daemon; CI builds it this way
+#
+# Behind a proxy that intercepts TLS, add --secret id=ca-certificates,src=<your CA bundle>
+# (see the builder stage). CI passes a Debian-made base with --build-arg PYTHON_IMAGE=…
+# (devcluster/image.py); the default below is what users build from.
 #
 # Python: the base image's minor version is the lowest that pyproject.toml's requires-python
 # allows (tests/unit/packaging/test_dockerfile.py keeps them in step). For reproducible
@@ -16,14 +21,30 @@ FROM ${PYTHON_IMAGE} AS builder
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
+# binutils: to strip the debug information pglast's parser ships with (24 MB of 28 MB).
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends binutils \
+ && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY operator/ operator/
 # psycopg[binary] and pglast ship manylinux wheels: no compiler is needed here either.
-RUN python -m venv /opt/migrate-safe \
+# Leaner: kubernetes >= 37 also ships an asyncio copy of its client (kubernetes.aio, 64 MB) that
+# migrate-safe never imports, and the runtime needs no pip (its root filesystem is read-only).
+# Behind a proxy that intercepts TLS, pip needs the proxy's CA: pass it as a build secret
+# (README, "Building the image"), which is mounted for this one command and kept in no layer:
+#   docker build --secret id=ca-certificates,src=/etc/ssl/certs/ca-certificates.crt .
+RUN --mount=type=secret,id=ca-certificates,target=/run/secrets/ca-certificates.crt \
+    if [ -s /run/secrets/ca-certificates.crt ]; then \
+      export PIP_CERT=/run/secrets/ca-certificates.crt; \
+    fi \
+ && python -m venv /opt/migrate-safe \
  && /opt/migrate-safe/bin/pip install --upgrade pip \
  && /opt/migrate-safe/bin/pip wheel --no-deps --wheel-dir /wheels . \
  && /opt/migrate-safe/bin/pip install "$(ls /wheels/migrate_safe-*.whl)[operator]" \
+ && strip --strip-debug /opt/migrate-safe/lib/python3*/site-packages/pglast/*.so \
+ && rm -rf /opt/migrate-safe/lib/python3*/site-packages/kubernetes/aio \
+ && /opt/migrate-safe/bin/pip uninstall --quiet --yes pip \
  && /opt/migrate-safe/bin/migrate-safe --version
 
 # ---- runtime ------------------------------------------------------------------------------------
