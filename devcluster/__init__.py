@@ -1,8 +1,9 @@
-"""devcluster: a real local Kubernetes control plane with a process-kubelet, for tests and demos.
+"""devcluster: a real local Kubernetes cluster with one real node, for tests and demos.
 
-``python -m devcluster up|down|status``; see README.md. The Python API mirrors the CLI.
+``python -m devcluster up|down|status|image``; see README.md. The Python API mirrors the CLI.
 """
 
-from devcluster.cluster import Cluster, ClusterError, down, state_dir, status, up
+from devcluster.cluster import Cluster, down, state_dir, status, up
+from devcluster.errors import ClusterError
 
 __all__ = ["Cluster", "ClusterError", "down", "state_dir", "status", "up"]

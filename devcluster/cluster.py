@@ -1,15 +1,18 @@
-"""Bring a loopback control plane (etcd, kube-apiserver, kube-controller-manager) and the
-process-kubelet up and down.
+"""Bring a devcluster up and down: a control plane on loopback (etcd, kube-apiserver,
+kube-controller-manager, kube-scheduler) and one real node (containerd, the kubelet, the node
+agent; node.py).
 
-Everything a running cluster owns lives in one state directory::
+Everything a running cluster owns lives in one state directory, and in the node's slot
+(``/run/devcluster/N``, a bridge, a cgroup root; see node.py)::
 
-    <state>/state.json      pids (with start times), ports, paths: what `down` and `status` read
+    <state>/state.json      pids (with start times), ports, slot, paths: what `down` reads
     <state>/kubeconfig      admin kubeconfig (client certificate, verified server certificate)
     <state>/pki/            CA, serving and client certificates, service-account key
     <state>/etcd/           etcd data
     <state>/logs/           one log file per component
-    <state>/pods/<ns>_<pod>/<container>.log   container output, written by the kubelet
-    <state>/pvcs/<ns>/<claim>/                persistent volume claims as host directories
+    <state>/pods/<ns>_<pod>_<uid>/<container>/<n>.log   container output, written by the kubelet
+    <state>/volumes/<ns>/<claim>-<uid>/                  local PersistentVolumes
+    <state>/node/           containerd's images and snapshots, the node's configuration
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import base64
 import json
 import os
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
@@ -31,15 +35,26 @@ from typing import Any
 
 import yaml
 
-from devcluster import pki, procs
+from devcluster import image, node, pki, procs
+from devcluster.errors import ClusterError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BUILD_SCRIPT = Path(__file__).resolve().parent / "build.sh"
 DEFAULT_STATE = Path.home() / ".cache" / "migrate-safe" / "devcluster" / "run"
 NODE_NAME = "devcluster"
-# Stopped first to last: the kubelet (and its pods) before the control plane it talks to.
-STOP_ORDER = ("kubelet", "kube-controller-manager", "kube-apiserver", "etcd")
-# Enough for Jobs, Deployments, garbage collection, namespaces and pod service-account tokens.
+# Stopped first to last: the kubelet before the control plane it talks to; the pods, then
+# containerd once nothing needs it any more; the node agent, which holds the node's slot, after
+# the slot is cleared (see down()).
+STOP_ORDER = (
+    "kubelet",
+    "kube-scheduler",
+    "kube-controller-manager",
+    "kube-apiserver",
+    "etcd",
+    "containerd",
+)
+# Enough for Jobs, Deployments, garbage collection, namespaces, pod service-account tokens,
+# the node's taints (node-lifecycle) and PersistentVolumeClaims (binder and protection).
 CONTROLLERS = (
     "job-controller",
     "cronjob-controller",
@@ -52,23 +67,27 @@ CONTROLLERS = (
     "serviceaccount-controller",
     "serviceaccount-token-controller",
     "root-ca-certificate-publisher-controller",
+    "node-lifecycle-controller",
+    "persistentvolume-binder-controller",
+    "persistentvolume-protection-controller",
+    "persistentvolumeclaim-protection-controller",
+    "pod-garbage-collector-controller",
 )
 # Data removed by `down`; logs/ and the pod logs are kept for a post-mortem.
 DISPOSABLE = (
     "etcd",
     "pki",
-    "pvcs",
+    "volumes",
+    "node",
     "kcm-certs",
+    "scheduler-certs",
     "kubeconfig",
     "kcm.kubeconfig",
+    "scheduler.kubeconfig",
     "kubelet.kubeconfig",
-    "kubelet.ready",
+    "node-agent.ready",
     "state.json",
 )
-
-
-class ClusterError(RuntimeError):
-    """The cluster could not be started; the message points at the component's log."""
 
 
 def state_dir(explicit: Path | None = None) -> Path:
@@ -113,6 +132,48 @@ class Cluster:
     @property
     def bin_dir(self) -> Path:
         return Path(self.load_state()["bin_dir"])
+
+    @property
+    def slot(self) -> node.Slot:
+        return node.Slot(int(self.load_state()["slot"]))
+
+    @property
+    def node_ip(self) -> str:
+        """The node's address: pods reach the node (and what it forwards) there."""
+        return self.slot.node_ip
+
+    def load_image(self, built: image.Image, alias: str | None = None) -> None:
+        """Import a built image into the node, as a pull would (e.g. the project image from
+        devcluster/image.py), and tag it ``alias`` too. Pods then name its reference (or the
+        alias)."""
+        node.import_image(self.slot, built, alias)
+
+    def expose(self, port: int) -> str:
+        """Make ``127.0.0.1:port`` of this machine reachable from pods at ``<node_ip>:port``
+        (the node agent relays); return that host. For services that listen on loopback
+        only, such as the tests' PostgreSQL."""
+        exposed_file = self.root / "node" / "exposed.json"
+        ports = set(json.loads(exposed_file.read_text())) if exposed_file.exists() else set()
+        if port not in ports:
+            tmp = exposed_file.with_suffix(".tmp")
+            tmp.write_text(json.dumps(sorted(ports | {port})))
+            tmp.replace(exposed_file)
+            agent = next(p for p in self.processes() if p.name == "node-agent")
+            procs.signal_group(agent, signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while not _listening(self.node_ip, port):
+            if time.monotonic() > deadline:
+                raise ClusterError(f"the node agent does not forward port {port}; see logs/")
+            time.sleep(0.05)
+        return self.node_ip
+
+
+def _listening(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
 
 
 def free_port() -> int:
@@ -207,16 +268,19 @@ class Starter:
     """Starts the components of one ``up`` and records each in state.json as soon as it runs,
     so a failure half-way still leaves `down` everything it needs to clean up."""
 
-    def __init__(self, cluster: Cluster, bin_dir: Path) -> None:
+    def __init__(self, cluster: Cluster, bin_dir: Path, slot: node.Slot) -> None:
         self.cluster = cluster
         self.bin = bin_dir
+        self.slot = slot
         self.keys = pki.Pki(cluster.root / "pki")
-        self.ports = {n: free_port() for n in ("etcd", "etcd-peer", "apiserver", "kcm")}
+        names = ("etcd", "etcd-peer", "apiserver", "kcm", "scheduler", "kubelet", "kubelet-health")
+        self.ports = {n: free_port() for n in names}
         self.state: dict[str, Any] = {
             "bin_dir": str(bin_dir),
             "ports": self.ports,
             "kubeconfig": str(cluster.kubeconfig),
             "node": NODE_NAME,
+            "slot": slot.to_json(),
             "processes": [],
         }
         self._t0 = time.monotonic()
@@ -227,11 +291,19 @@ class Starter:
         tmp.write_text(json.dumps(self.state, indent=2))
         tmp.replace(self.cluster.state_file)
 
-    def spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> procs.Proc:
+    def spawn(
+        self,
+        name: str,
+        argv: list[str],
+        env: dict[str, str] | None = None,
+        pass_fds: tuple[int, ...] = (),
+    ) -> procs.Proc:
         log_path = self.cluster.logs / f"{name}.log"
         self._t0 = time.monotonic()
         with log_path.open("ab") as log:
-            proc, _ = procs.spawn(name, argv, log, env=env, cwd=self.cluster.root)
+            proc, _ = procs.spawn(
+                name, argv, log, env=env, cwd=self.cluster.root, pass_fds=pass_fds
+            )
         self.state["processes"].append(proc.to_json())
         self._save()
         return proc
@@ -278,7 +350,8 @@ class Starter:
             f"--tls-cert-file={k.cert('apiserver')}",
             f"--tls-private-key-file={k.key('apiserver')}",
             f"--client-ca-file={k.ca}",
-            "--service-cluster-ip-range=10.0.0.0/24",
+            # Its first address, the `kubernetes` Service's, is the node's (node.py).
+            f"--service-cluster-ip-range={self.slot.service_range}",
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
             f"--service-account-key-file={k.sa_key}",
             f"--service-account-signing-key-file={k.sa_key}",
@@ -287,9 +360,14 @@ class Starter:
             # manager creates each namespace's "default" ServiceAccount, and pods get the
             # kube-api-access projected volume a real cluster gives them.
             "--allow-privileged=true",
-            # No real Service network: do not keep writing a loopback endpoint for "kubernetes".
+            # No Service network (no kube-proxy): the node agent answers for "kubernetes".
             "--endpoint-reconciler-type=none",
             "--profiling=false",
+            # Logs and exec: the apiserver calls the kubelet and verifies its certificate.
+            f"--kubelet-client-certificate={k.cert('apiserver-kubelet')}",
+            f"--kubelet-client-key={k.key('apiserver-kubelet')}",
+            f"--kubelet-certificate-authority={k.ca}",
+            "--kubelet-preferred-address-types=InternalIP",
         ]
         proc = self.spawn("kube-apiserver", argv)
         ctx = _tls_context(k, verify=True)
@@ -325,22 +403,77 @@ class Starter:
         )
         self.done("kube-controller-manager")
 
-    def kubelet(self) -> None:
-        kubeconfig = self.cluster.root / "kubelet.kubeconfig"
-        write_kubeconfig(kubeconfig, self.apiserver_url, self.keys, "kubelet")
+    def scheduler(self) -> None:
+        kubeconfig = self.cluster.root / "scheduler.kubeconfig"
+        write_kubeconfig(kubeconfig, self.apiserver_url, self.keys, "kube-scheduler")
+        argv = [
+            str(self.bin / "kube-scheduler"),
+            f"--kubeconfig={kubeconfig}",
+            "--leader-elect=false",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={self.ports['scheduler']}",
+            f"--cert-dir={self.cluster.root / 'scheduler-certs'}",
+        ]
+        proc = self.spawn("kube-scheduler", argv)
+        ctx = _tls_context(self.keys, verify=False)
+        url = f"https://127.0.0.1:{self.ports['scheduler']}/healthz"
+        _wait("kube-scheduler /healthz", lambda: _http_ok(url, ctx), proc, self._log(proc), 60)
+        self.done("kube-scheduler")
+
+    def agent(self, slot_lock: int) -> None:
         argv = [
             sys.executable,
             "-m",
-            "devcluster.kubelet",
-            f"--kubeconfig={kubeconfig}",
+            "devcluster.agent",
+            f"--kubeconfig={self.cluster.kubeconfig}",
             f"--state-dir={self.cluster.root}",
+            f"--node-ip={self.slot.node_ip}",
             f"--node-name={NODE_NAME}",
+            f"--apiserver-port={self.ports['apiserver']}",
         ]
         env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), PYTHONUNBUFFERED="1")
-        proc = self.spawn("kubelet", argv, env=env)
-        ready = self.cluster.root / "kubelet.ready"
-        _wait("the kubelet", ready.exists, proc, self._log(proc), 30)
+        proc = self.spawn("node-agent", argv, env=env, pass_fds=(slot_lock,))
+        ready = self.cluster.root / "node-agent.ready"
+        _wait("the node agent", ready.exists, proc, self._log(proc), 30)
+        self.done("node-agent")
+
+    def containerd(self, sandbox: image.Image) -> int:
+        """Start containerd (with the sandbox image imported); return its pid, whose mount
+        namespace the kubelet joins."""
+        node_dir = self.cluster.root / "node"
+        config = node.write_containerd_config(self.slot, node_dir, sandbox.ref)
+        proc = self.spawn("containerd", node.containerd_argv(self.slot, config))
+        _wait("containerd", lambda: node.containerd_ready(self.slot), proc, self._log(proc), 30)
+        node.import_image(self.slot, sandbox)
+        self.done("containerd")
+        return proc.pid
+
+    def kubelet(self, containerd_pid: int) -> None:
+        kubeconfig = self.cluster.root / "kubelet.kubeconfig"
+        write_kubeconfig(kubeconfig, self.apiserver_url, self.keys, "kubelet")
+        ports = node.KubeletPorts(self.ports["kubelet"], self.ports["kubelet-health"])
+        config = node.write_kubelet_config(
+            self.slot, self.cluster.root / "node", self.keys.root, self.cluster.root / "pods", ports
+        )
+        node.make_cgroup_root(self.slot)
+        argv = node.kubelet_argv(self.bin, self.slot, config, kubeconfig, NODE_NAME)
+        proc = self.spawn("kubelet", node.in_node_namespace(containerd_pid, argv))
+        ctx = _tls_context(self.keys, verify=True)
+        url = f"{self.apiserver_url}/api/v1/nodes/{NODE_NAME}"
+        _wait("the node to be Ready", lambda: _schedulable(url, ctx), proc, self._log(proc), 90)
         self.done("kubelet")
+
+
+def _schedulable(node_url: str, context: ssl.SSLContext) -> bool:
+    """The node is Ready and the node-lifecycle controller has lifted its not-ready taint."""
+    try:
+        with urllib.request.urlopen(node_url, timeout=2, context=context) as resp:
+            obj = json.load(resp)
+    except OSError:
+        return False
+    conditions = {c["type"]: c["status"] for c in obj.get("status", {}).get("conditions", [])}
+    taints = [t for t in obj.get("spec", {}).get("taints", []) if t["effect"] == "NoSchedule"]
+    return conditions.get("Ready") == "True" and not taints
 
 
 def up(root: Path) -> Cluster:
@@ -350,34 +483,62 @@ def up(root: Path) -> Cluster:
         return cluster
     if cluster.processes():
         down(root)  # a half-dead previous run: clear it before reusing the directory
+    node.check_host()
     bin_dir = build_binaries()
-    for sub in ("logs", "pods", "pvcs"):
+    sandbox = image.ensure_pause(bin_dir / "pause")
+    for sub in ("logs", "pods", "volumes", "node"):
         (root / sub).mkdir(parents=True, exist_ok=True)
-    starter = Starter(cluster, bin_dir)
+    slot, slot_lock = node.claim_slot()
+    starter = Starter(cluster, bin_dir, slot)
     try:
-        pki.generate(starter.keys.root)
+        pki.generate(starter.keys.root, slot.node_ip, NODE_NAME)
         write_kubeconfig(cluster.kubeconfig, starter.apiserver_url, starter.keys, "admin")
+        node.create_network(slot)
         starter.etcd()
         starter.apiserver()
         starter.controller_manager()
-        starter.kubelet()
+        starter.scheduler()
+        starter.agent(slot_lock)
+        starter.kubelet(starter.containerd(sandbox))
     except BaseException:
         down(root)
+        node.release(slot)  # down() leaves it alone: this process still holds its lock
         raise
+    finally:
+        os.close(slot_lock)  # the node agent holds the slot from now on
     return cluster
 
 
 def down(root: Path) -> list[str]:
-    """Stop every recorded process (kubelet first) and delete the cluster's data; keep logs."""
+    """Stop every recorded process, the pods and the node, and delete the cluster's data;
+    keep the logs (components' and containers')."""
     cluster = Cluster(root)
     by_name = {p.name: p for p in cluster.processes()}
+    agent = by_name.pop("node-agent", None)
+    slot = cluster.slot if "slot" in cluster.load_state() else None
+    # The slot is this cluster's while its agent lives; after a crash, only if no other
+    # cluster has taken it since (then its lock is held, and nothing in it is ours).
+    lock = None
+    if slot is not None and not (agent is not None and agent.alive()):
+        lock = node.lock_slot(slot)
+    owned = slot is not None and (lock is not None or (agent is not None and agent.alive()))
     stopped = []
     for name in STOP_ORDER:
+        if name == "containerd" and slot is not None and owned:
+            # The kubelet is gone: the pods' processes, then the shims that watched them.
+            node.kill_pods(slot)
+            node.kill_shims(slot)
         proc = by_name.get(name)
         if proc is not None and proc.alive():
-            procs.stop(proc, grace=15 if name == "kubelet" else 10)
+            procs.stop(proc, grace=10)
             stopped.append(name)
-    _stop_leftover_containers(root)
+    if slot is not None and owned:
+        node.release(slot)
+    if agent is not None and agent.alive():
+        procs.stop(agent, grace=10)
+        stopped.append("node-agent")
+    if lock is not None:
+        os.close(lock)
     for name in DISPOSABLE:
         path = root / name
         if path.is_dir():
@@ -385,17 +546,6 @@ def down(root: Path) -> list[str]:
         else:
             path.unlink(missing_ok=True)
     return stopped
-
-
-def _stop_leftover_containers(root: Path) -> None:
-    """Kill containers a crashed kubelet left behind (it records one pid file per container)."""
-    for pidfile in (root / "pods").glob("*/*.pid"):
-        try:
-            proc = procs.Proc.from_json(json.loads(pidfile.read_text()))
-        except (OSError, ValueError, KeyError):
-            continue
-        procs.stop(proc, grace=2)
-        pidfile.unlink(missing_ok=True)
 
 
 def status(root: Path) -> list[tuple[str, str, str]]:

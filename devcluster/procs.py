@@ -62,6 +62,7 @@ def spawn(
     log: IO[bytes] | int,
     env: dict[str, str] | None = None,
     cwd: Path | None = None,
+    pass_fds: tuple[int, ...] = (),
 ) -> tuple[Proc, subprocess.Popen[bytes]]:
     """Start ``argv`` in its own session with stdout and stderr going to ``log``."""
     popen = subprocess.Popen(
@@ -72,6 +73,7 @@ def spawn(
         env=env,
         cwd=cwd,
         start_new_session=True,
+        pass_fds=pass_fds,
     )
     started = start_time(popen.pid)
     assert started is not None, f"{name} vanished before it could be recorded"

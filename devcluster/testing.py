@@ -1,4 +1,4 @@
-"""Helpers for tests against a devcluster: waiting, and reading what the process-kubelet did.
+"""Helpers for tests against a devcluster: waiting, and reading what the node's pods did.
 
 Used by the fixtures in tests/e2e/conftest.py."""
 
@@ -7,7 +7,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 # The client's models make every field Optional; the tests read them as plain attributes and let
@@ -17,10 +16,9 @@ Api = Any
 
 @dataclass
 class Pods:
-    """Reading what the process-kubelet did with a namespace's pods."""
+    """Reading what the node did with a namespace's pods."""
 
     core: Api
-    root: Path
     namespace: str
 
     def list(self, selector: str = "") -> list[Any]:
@@ -28,7 +26,8 @@ class Pods:
         return list(pods.items)
 
     def log(self, pod: str, container: str) -> str:
-        return (self.root / "pods" / f"{self.namespace}_{pod}" / f"{container}.log").read_text()
+        """The container's output, as `kubectl logs` reads it (from the kubelet)."""
+        return str(self.core.read_namespaced_pod_log(pod, self.namespace, container=container))
 
 
 def wait_for(what: str, check: Callable[[], Any], timeout: float = 60) -> Any:

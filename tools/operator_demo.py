@@ -1,6 +1,8 @@
-"""The one-command demo: a throwaway PostgreSQL, a real local control plane (devcluster), the
-operator, and the example migrations applied through a DatabaseMigration — then a rollback by
-lowering targetVersion. Everything runs on this machine and is torn down at the end.
+"""The one-command demo: a throwaway PostgreSQL, a real local cluster (devcluster: the control
+plane and a node with containerd and the kubelet), the operator, and the example migrations
+applied through a DatabaseMigration by Jobs running the project's image (built here from the
+Dockerfile) — then a rollback by lowering targetVersion. Everything runs on this machine and is
+torn down at the end.
 
     .ci/demo                       # what the README's first command runs
     .venv/bin/python tools/operator_demo.py [--preview docs/dashboard]
@@ -11,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
 import subprocess
 import sys
 import tempfile
@@ -19,16 +20,19 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 from kubernetes import client, config
+from psycopg.conninfo import make_conninfo
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import devcluster  # noqa: E402
+from devcluster import image  # noqa: E402
 from migrate_safe.localpg import LocalPostgres, free_port  # noqa: E402
 
 NAMESPACE, NAME = "shop", "orders"
@@ -50,14 +54,20 @@ def binaries() -> Path:
     return Path(built.stdout.strip())
 
 
+def project_image() -> image.Image:
+    say("== the image (buildah, from the Dockerfile, checked: UID 10001, read-only root, pg_dump)")
+    say("   a cold build takes about 3 minutes; a warm machine reuses it until the code changes")
+    started = time.monotonic()
+    built = image.ensure_image()
+    say(f"   {built.ref} ready in {time.monotonic() - started:.0f}s")
+    return built
+
+
 @contextmanager
-def operator_process(kubeconfig: Path, log: Path, metrics_port: int) -> Iterator[None]:
-    env = {
-        **os.environ,
-        "KUBECONFIG": str(kubeconfig),
-        # Pods are local processes here, so Jobs run the harness from this interpreter.
-        "MIGRATE_SAFE_JOB_COMMAND": shlex.join([sys.executable, "-m", "migrate_safe"]),
-    }
+def operator_process(
+    kubeconfig: Path, log: Path, metrics_port: int, job_image: str
+) -> Iterator[None]:
+    env = {**os.environ, "KUBECONFIG": str(kubeconfig), "MIGRATE_SAFE_JOB_IMAGE": job_image}
     command = [
         sys.executable,
         "-m",
@@ -162,18 +172,22 @@ def main() -> None:
     parser.add_argument("--preview", type=Path, help="render the dashboard panels here (PNG)")
     args = parser.parse_args()
     bin_dir = binaries()
+    built = project_image()
     work = Path(tempfile.mkdtemp(prefix="migrate-safe-demo-"))
     scrapes = work / "scrapes"
     scrapes.mkdir()
     say(
-        "== a throwaway PostgreSQL and the control plane (etcd, kube-apiserver, "
-        "kube-controller-manager, process-kubelet)"
+        "== a throwaway PostgreSQL and the cluster (etcd, kube-apiserver, kube-controller-manager,"
+        " kube-scheduler; a node: containerd, runc, the kubelet)"
     )
     with LocalPostgres() as pg:
         cluster_dir = work / "cluster"
-        devcluster.up(cluster_dir)
+        cluster = devcluster.up(cluster_dir)
         try:
-            run_demo(pg, bin_dir, devcluster.Cluster(cluster_dir).kubeconfig, work, scrapes)
+            cluster.load_image(built)
+            # Pods reach this machine's PostgreSQL (on loopback) through the node.
+            url = make_conninfo(pg.url(), host=cluster.expose(pg.port))
+            run_demo(Demo(url, built.ref, bin_dir, cluster.kubeconfig, work, scrapes))
         finally:
             devcluster.down(cluster_dir)
     if args.preview:
@@ -191,7 +205,18 @@ def main() -> None:
     say(f"logs kept in {work}")
 
 
-def run_demo(pg: LocalPostgres, bin_dir: Path, kubeconfig: Path, work: Path, scrapes: Path) -> None:
+@dataclass(frozen=True)
+class Demo:
+    database_url: str  # as pods reach the database
+    job_image: str
+    bin_dir: Path
+    kubeconfig: Path
+    work: Path
+    scrapes: Path
+
+
+def run_demo(demo: Demo) -> None:
+    bin_dir, kubeconfig, work, scrapes = demo.bin_dir, demo.kubeconfig, demo.work, demo.scrapes
     api = config.new_client_from_config(config_file=str(kubeconfig))  # type: ignore[no-untyped-call]
     core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
     kubectl(bin_dir, kubeconfig, "apply", "-f", str(ROOT / "crds" / "databasemigration.yaml"))
@@ -213,7 +238,8 @@ def run_demo(pg: LocalPostgres, bin_dir: Path, kubeconfig: Path, work: Path, scr
         NAMESPACE, {"metadata": {"name": "orders-migrations"}, "data": files}
     )
     core.create_namespaced_secret(
-        NAMESPACE, {"metadata": {"name": "orders-db-url"}, "stringData": {"DATABASE_URL": pg.url()}}
+        NAMESPACE,
+        {"metadata": {"name": "orders-db-url"}, "stringData": {"DATABASE_URL": demo.database_url}},
     )
     core.create_namespaced_persistent_volume_claim(
         NAMESPACE,
@@ -226,7 +252,7 @@ def run_demo(pg: LocalPostgres, bin_dir: Path, kubeconfig: Path, work: Path, scr
         },
     )
     metrics_port = free_port()
-    with operator_process(kubeconfig, work / "operator.log", metrics_port):
+    with operator_process(kubeconfig, work / "operator.log", metrics_port, demo.job_image):
         manifest = yaml.safe_load((ROOT / "examples" / "databasemigration.yaml").read_text())
         say("\n== kubectl apply -f examples/databasemigration.yaml (8 migrations, backup on)")
         custom.create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL, manifest)
@@ -236,6 +262,8 @@ def run_demo(pg: LocalPostgres, bin_dir: Path, kubeconfig: Path, work: Path, scr
         say(kubectl(bin_dir, kubeconfig, "get", "dbm", "-n", NAMESPACE).rstrip())
         say("\n$ kubectl get jobs -n shop")
         say(kubectl(bin_dir, kubeconfig, "get", "jobs", "-n", NAMESPACE).rstrip())
+        say("\n$ kubectl get pods -n shop -o wide   # each Job's pod: the image, on the node")
+        say(kubectl(bin_dir, kubeconfig, "get", "pods", "-n", NAMESPACE, "-o", "wide").rstrip())
         say(
             "\n== rollback: kubectl patch dbm orders --type merge -p "
             '\'{"spec":{"targetVersion":5,"rollback":{"policy":"Auto"}}}\''

@@ -1,11 +1,12 @@
-"""Fixtures for tests against a real devcluster (etcd + kube-apiserver + kube-controller-manager
-+ process-kubelet), started once per session in a temporary directory."""
+"""Fixtures for tests against a real devcluster (etcd, kube-apiserver, kube-controller-manager,
+kube-scheduler, and a node: containerd, runc, the kubelet), started once per session in a
+temporary directory. Every pod runs an image: the project's, built from the Dockerfile
+(devcluster/image.py) and imported into the node, or one a test builds."""
 
 from __future__ import annotations
 
 import os
 import re
-import shlex
 import subprocess
 import sys
 import urllib.request
@@ -18,17 +19,21 @@ import pytest
 import yaml
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 import devcluster
+from devcluster import image
 from devcluster.testing import Api, Pods, wait_for
-from migrate_safe.localpg import free_port
+from migrate_safe.localpg import LocalPostgres, free_port
+from tests.conftest import Database
 
 
 @pytest.fixture(scope="session")
 def devcluster_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """The cluster's state directory; it is stopped in ``finally`` whatever the tests did.
 
-    Component logs stay in ``<root>/logs`` and pod logs in ``<root>/pods`` after the session.
+    Component logs stay in ``<root>/logs`` and container logs in ``<root>/pods`` after the
+    session.
     """
     root = tmp_path_factory.mktemp("devcluster")
     try:
@@ -36,6 +41,49 @@ def devcluster_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         yield root
     finally:
         devcluster.down(root)
+
+
+@pytest.fixture(scope="session")
+def cluster(devcluster_root: Path) -> devcluster.Cluster:
+    return devcluster.Cluster(devcluster_root)
+
+
+@pytest.fixture(scope="session")
+def project_image(cluster: devcluster.Cluster) -> str:
+    """The project image, built from the Dockerfile (a cache hit once .ci/run built it) and
+    imported into the node; its reference, as pods and the chart name it."""
+    built = image.ensure_image()
+    cluster.load_image(built)
+    return built.ref
+
+
+@pytest.fixture(scope="session")
+def pg_host(cluster: devcluster.Cluster, pg: LocalPostgres) -> str:
+    """Where pods reach the session's PostgreSQL (it listens on loopback): the node's address,
+    which the node agent relays to it. This machine reaches it there too."""
+    return cluster.expose(pg.port)
+
+
+@dataclass
+class NodeDatabase(Database):
+    """A test's database, by a DSN that works in pods and on this machine alike."""
+
+    host: str = "127.0.0.1"
+
+    @property
+    def url(self) -> str:
+        return make_conninfo(super().url, host=self.host)
+
+
+@pytest.fixture
+def db(db: Database, pg_host: str) -> Database:
+    return NodeDatabase(db.server, db.name, pg_host)
+
+
+def node_url(url: str, host: str) -> str:
+    """``url`` (a DSN on loopback) as pods reach it."""
+    assert conninfo_to_dict(url).get("host") == "127.0.0.1", "expected a loopback DSN"
+    return make_conninfo(url, host=host)
 
 
 @pytest.fixture(scope="session")
@@ -86,8 +134,8 @@ def namespace(core: Api, request: pytest.FixtureRequest) -> Iterator[str]:
 
 
 @pytest.fixture
-def pods(core: Api, devcluster_root: Path, namespace: str) -> Pods:
-    return Pods(core, devcluster_root, namespace)
+def pods(core: Api, namespace: str) -> Pods:
+    return Pods(core, namespace)
 
 
 def _has_service_account(core: Api, namespace: str) -> bool:
@@ -126,21 +174,23 @@ def crd(extensions: Api) -> str:
 
 @dataclass
 class OperatorProcess:
-    """`migrate-safe operator` as its own process, watching one namespace."""
+    """`migrate-safe operator` as its own process, watching one namespace; its Jobs' pods run
+    the project image on the node."""
 
     namespace: str
     kubeconfig: Path
     log_path: Path
     metrics_port: int
+    job_image: str
     process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         env = {
             **os.environ,
             "KUBECONFIG": str(self.kubeconfig),
-            # Job pods are local processes here: run the harness from this interpreter.
-            "MIGRATE_SAFE_JOB_COMMAND": shlex.join([sys.executable, "-m", "migrate_safe"]),
+            "MIGRATE_SAFE_JOB_IMAGE": self.job_image,
         }
+        env.pop("MIGRATE_SAFE_JOB_COMMAND", None)  # the image's own `migrate-safe`
         command = [
             sys.executable, "-m", "migrate_safe", "operator", "--namespace", self.namespace,
             "--standalone", "--metrics-port", str(self.metrics_port), "--liveness-port", "0",
@@ -170,12 +220,11 @@ class OperatorProcess:
 
 @pytest.fixture
 def operator(
-    crd: str, devcluster_root: Path, namespace: str, tmp_path: Path
+    crd: str, cluster: devcluster.Cluster, project_image: str, namespace: str, tmp_path: Path
 ) -> Iterator[OperatorProcess]:
     process = OperatorProcess(
-        namespace, devcluster.Cluster(devcluster_root).kubeconfig, tmp_path / "operator.log",
-        free_port(),
-    )  # fmt: skip
+        namespace, cluster.kubeconfig, tmp_path / "operator.log", free_port(), project_image
+    )
     process.start()
     try:
         yield process

@@ -1,17 +1,16 @@
-"""The Helm chart installed for real: `helm install` into devcluster, the operator running as a
-pod of the chart's Deployment with the chart's ServiceAccount token (namespaced RBAC), its
-permissions checked by the API server's authorizer, a DatabaseMigration taken to Ready, and
-`helm uninstall` keeping the CRD."""
+"""The Helm chart installed for real: `helm install` into devcluster with the image built from
+the Dockerfile, the operator running as a pod of the chart's Deployment on the node (the
+chart's security contexts enforced by the runtime) with the chart's ServiceAccount token
+(namespaced RBAC), its permissions checked by the API server's authorizer, a DatabaseMigration
+taken to Ready by Jobs of the same image, and `helm uninstall` keeping the CRD."""
 
 from __future__ import annotations
 
-import shlex
 import subprocess
-import sys
 import urllib.request
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +21,9 @@ from kubernetes.client.exceptions import ApiException
 
 import devcluster
 from devcluster.testing import Api, wait_for
-from migrate_safe.localpg import LocalPostgres, free_port
+from migrate_safe.localpg import LocalPostgres
 from tests.conftest import EXAMPLES
+from tests.e2e.conftest import node_url
 
 pytestmark = [pytest.mark.e2e, pytest.mark.db]
 
@@ -38,10 +38,9 @@ class Release:
     name: str
     namespace: str
     service_account: str
-    metrics_port: int
     kubeconfig: Path
     bin_dir: Path
-    database_url: str
+    database_url: str = field(repr=False)  # holds the password
 
     def run(self, tool: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         out = subprocess.run(
@@ -84,7 +83,13 @@ def _adopt_existing_crd(release: Release, extensions: Api) -> None:
 
 @pytest.fixture(scope="module")
 def release(
-    devcluster_root: Path, core: Api, extensions: Api, pg: LocalPostgres, tmp_path_factory: Any
+    devcluster_root: Path,
+    core: Api,
+    extensions: Api,
+    pg: LocalPostgres,
+    pg_host: str,
+    project_image: str,
+    tmp_path_factory: Any,
 ) -> Iterator[Release]:
     namespace = f"chart-{uuid.uuid4().hex[:6]}"
     core.create_namespace({"metadata": {"name": namespace}})
@@ -96,22 +101,16 @@ def release(
         name="ms",
         namespace=namespace,
         service_account="ms-migrate-safe",
-        metrics_port=free_port(),
         kubeconfig=cluster.kubeconfig,
         bin_dir=cluster.bin_dir,
-        database_url=pg.url(database),
+        database_url=node_url(pg.url(database), pg_host),
     )
     _adopt_existing_crd(release, extensions)
-    # The process-kubelet ignores images and runs the command on this machine: point the chart's
-    # command, and the Jobs' command, at this checkout's interpreter.
+    # The image as a user points the chart at one: the operator and its Jobs run it as built.
+    repository, tag = project_image.rsplit(":", 1)
     values = {
-        "operator": {
-            "command": [str(Path(sys.executable).parent / "migrate-safe"), "operator"],
-            "metricsPort": release.metrics_port,
-            "livenessPort": free_port(),
-            "extraArgs": ["--verbose"],
-        },
-        "jobs": {"command": shlex.join([sys.executable, "-m", "migrate_safe"])},
+        "image": {"repository": repository, "tag": tag},
+        "operator": {"extraArgs": ["--verbose"]},
         "rbac": {"scope": "namespace"},
     }
     values_file = tmp_path_factory.mktemp("chart") / "values.yaml"
@@ -130,25 +129,44 @@ def release(
 
 
 def _operator_pod(core: Api, release: Release) -> Any:
-    pods = core.list_namespaced_pod(
-        release.namespace, label_selector="app.kubernetes.io/name=migrate-safe"
-    ).items
+    # The release's instance label: the phase Jobs' pods are named migrate-safe too.
+    selector = f"app.kubernetes.io/name=migrate-safe,app.kubernetes.io/instance={release.name}"
+    pods = core.list_namespaced_pod(release.namespace, label_selector=selector).items
     return pods[0] if len(pods) == 1 else None
 
 
-def test_operator_pod_runs_with_the_service_account_token(
-    release: Release, core: Api, devcluster_root: Path
-) -> None:
-    pod = wait_for("the operator pod", lambda: _operator_pod(core, release), timeout=60)
-    assert pod.spec.service_account_name == release.service_account
-    assert any(v.projected for v in pod.spec.volumes), "the kubelet mounts the token"
-    running = wait_for(
+def _running_operator(core: Api, release: Release) -> Any:
+    return wait_for(
         "the operator container to run",
         lambda: (p := _operator_pod(core, release)) and p.status.phase == "Running" and p,
         timeout=60,
     )
-    (status,) = running.status.container_statuses
+
+
+def test_operator_pod_runs_the_image_with_the_service_account_token(
+    release: Release, core: Api, project_image: str
+) -> None:
+    pod = wait_for("the operator pod", lambda: _operator_pod(core, release), timeout=60)
+    assert pod.spec.service_account_name == release.service_account
+    assert any(v.projected for v in pod.spec.volumes), "the kubelet mounts the token"
+    (status,) = _running_operator(core, release).status.container_statuses
     assert status.state.running is not None
+    assert status.image == project_image and status.image_id.startswith("sha256:")
+
+
+def test_security_context_is_enforced_in_the_operator_pod(release: Release, core: Api) -> None:
+    """The chart's restricted security context as the runtime applies it: UID 10001, and a
+    read-only root filesystem where only /tmp (an emptyDir) takes writes."""
+    pod = _running_operator(core, release)
+    probe = (
+        "grep '^Uid:' /proc/self/status; touch /opt/migrate-safe/probe;"
+        " touch /tmp/probe && echo tmp-writable"
+    )
+    exec_in_pod = ["exec", "-n", release.namespace, pod.metadata.name, "--"]
+    out = release.run("kubectl", *exec_in_pod, "sh", "-c", probe, check=False)
+    assert "Uid:\t10001\t10001\t10001\t10001" in out.stdout, out
+    assert "'/opt/migrate-safe/probe': Read-only file system" in out.stderr, out
+    assert "tmp-writable" in out.stdout, out
 
 
 def test_service_account_cannot_read_secrets_and_can_run_jobs(release: Release) -> None:
@@ -201,8 +219,9 @@ def test_example_migration_becomes_ready_through_the_installed_operator(
     with psycopg.connect(release.database_url) as conn:
         applied = conn.execute("SELECT max(version) FROM migrate_safe.applied").fetchone()
     assert applied == (versions[-1],)
-    url = f"http://127.0.0.1:{release.metrics_port}/metrics"
-    with urllib.request.urlopen(url) as page:
+    # The operator's own network namespace: /metrics is on its pod address.
+    pod = _operator_pod(core, release)
+    with urllib.request.urlopen(f"http://{pod.status.pod_ip}:9090/metrics") as page:
         scraped = page.read().decode()
     assert f'migrate_safe_ready{{name="orders-db",namespace="{ns}"}} 1.0' in scraped
 
