@@ -26,24 +26,36 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends binutils \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
-COPY pyproject.toml README.md ./
-COPY operator/ operator/
+# Behind a proxy that intercepts TLS, pip needs the proxy's CA: pass it as a build secret
+# (README, "The image"), which is mounted for the RUN that names it and kept in no layer:
+#   docker build --secret id=ca-certificates,src=/etc/ssl/certs/ca-certificates.crt .
+# The dependencies first, from pyproject.toml alone: a change of the code reuses this layer.
 # psycopg[binary] and pglast ship manylinux wheels: no compiler is needed here either.
 # Leaner: kubernetes >= 37 also ships an asyncio copy of its client (kubernetes.aio, 64 MB) that
-# migrate-safe never imports, and the runtime needs no pip (its root filesystem is read-only).
-# Behind a proxy that intercepts TLS, pip needs the proxy's CA: pass it as a build secret
-# (README, "Building the image"), which is mounted for this one command and kept in no layer:
-#   docker build --secret id=ca-certificates,src=/etc/ssl/certs/ca-certificates.crt .
+# migrate-safe never imports.
+COPY pyproject.toml ./
 RUN --mount=type=secret,id=ca-certificates,target=/run/secrets/ca-certificates.crt \
     if [ -s /run/secrets/ca-certificates.crt ]; then \
       export PIP_CERT=/run/secrets/ca-certificates.crt; \
     fi \
  && python -m venv /opt/migrate-safe \
  && /opt/migrate-safe/bin/pip install --upgrade pip \
+ && python -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; \
+print("\n".join(p["dependencies"] + p["optional-dependencies"]["operator"]))' >/tmp/requirements \
+ && /opt/migrate-safe/bin/pip install --requirement /tmp/requirements \
+ && strip --strip-debug /opt/migrate-safe/lib/python3*/site-packages/pglast/*.so \
+ && rm -rf /opt/migrate-safe/lib/python3*/site-packages/kubernetes/aio
+# Then the code: a wheel of this checkout (its build backend comes from the index, hence the
+# secret again), installed with the operator extra. The runtime needs no pip (its root
+# filesystem is read-only).
+COPY README.md ./
+COPY operator/ operator/
+RUN --mount=type=secret,id=ca-certificates,target=/run/secrets/ca-certificates.crt \
+    if [ -s /run/secrets/ca-certificates.crt ]; then \
+      export PIP_CERT=/run/secrets/ca-certificates.crt; \
+    fi \
  && /opt/migrate-safe/bin/pip wheel --no-deps --wheel-dir /wheels . \
  && /opt/migrate-safe/bin/pip install "$(ls /wheels/migrate_safe-*.whl)[operator]" \
- && strip --strip-debug /opt/migrate-safe/lib/python3*/site-packages/pglast/*.so \
- && rm -rf /opt/migrate-safe/lib/python3*/site-packages/kubernetes/aio \
  && /opt/migrate-safe/bin/pip uninstall --quiet --yes pip \
  && /opt/migrate-safe/bin/migrate-safe --version
 

@@ -28,6 +28,7 @@ import base64
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -275,8 +276,17 @@ def project_version(root: Path) -> str:
     return str(tomllib.loads((root / "pyproject.toml").read_text())["project"]["version"])
 
 
+def require_tools() -> None:
+    missing = [t for t in ("buildah", "mmdebstrap", "runc") if shutil.which(t) is None]
+    if missing:
+        raise ImageError(
+            f"missing {', '.join(missing)}: run devcluster/node-packages.sh (as root; apt)"
+        )
+
+
 def ensure_image(root: Path = REPO_ROOT) -> Image:
     """Build (or reuse) the project image from ``root``'s Dockerfile; check it before caching."""
+    require_tools()
     tool = buildah()
     base = ensure_base(tool)
     key = image_key(root, base)

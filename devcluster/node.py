@@ -46,7 +46,7 @@ RUNTIME_ROOT = Path("/run/devcluster")
 SLOTS = 64
 CNI_BIN = Path("/usr/lib/cni")
 CGROUP_FS = Path("/sys/fs/cgroup")
-REQUIRED_PROGRAMS = ("containerd", "runc", "ctr", "ip", "unshare", "nsenter")
+REQUIRED_PROGRAMS = ("containerd", "runc", "ctr", "ip", "unshare", "nsenter", "buildah")
 # Host paths the kubelet, containerd's shim and CNI use whatever their configuration says;
 # inside the node's mount namespace each is bound to the node's own directory.
 HARD_CODED = {
@@ -113,7 +113,7 @@ def check_host() -> None:
     if missing or not (CNI_BIN / "bridge").exists():
         raise ClusterError(
             f"missing {', '.join(missing) or 'the CNI plugins'}: run devcluster/node-packages.sh "
-            "(apt: containerd runc containernetworking-plugins)"
+            "(apt: containerd runc containernetworking-plugins buildah)"
         )
 
 
