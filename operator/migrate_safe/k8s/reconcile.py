@@ -48,7 +48,6 @@ SPEC_CHECKS = frozenset({"TargetVersion"})
 # Phases whose Job changes the database: never abandoned, never run two at a time.
 MUTATING = frozenset({"backup", "apply", "rollback", "restore"})
 HISTORY_LIMIT = 20
-RUNNING_REQUEUE = 2.0
 # A finished Job and its pod's termination message arrive through different watches. A failed
 # Job without a result waits this long for it before its own message is taken instead (a
 # crash may leave none); a succeeded one, which always leaves a result, this long before it
@@ -212,9 +211,16 @@ class Reconciler:
             return job
         wait = LOST_RESULT_SECONDS if job.state == "succeeded" else RESULT_GRACE_SECONDS
         finished = _parse(job.finished_at) if job.finished_at else self.world.now
-        if (self.world.now - finished).total_seconds() <= wait:
+        left = wait - (self.world.now - finished).total_seconds()
+        if left >= 0:
+            self._requeue(left + 1)  # the result's own event normally comes first
             return replace(job, state="running")
         return job
+
+    def _requeue(self, after: float) -> None:
+        """The next pass is due in `after` seconds at the latest."""
+        current = self.decision.requeue_after
+        self.decision.requeue_after = after if current is None else min(current, after)
 
     # --- entry point ---------------------------------------------------------------------
 
@@ -303,6 +309,10 @@ class Reconciler:
                 self._jobs()[job.phase] = job.name
                 self.status.setdefault("attempts", {})[job.phase] = job.attempt
                 self._results().pop(job.phase, None)
+                # Its creation was never recorded (the pass that made it lost its status
+                # write, or the operator died): say it now, once.
+                phase = job.phase.capitalize()
+                self._event("Normal", f"{phase}Started", f"adopted Job {job.name}")
 
     def _record_finished_jobs(self) -> None:
         for phase, name in list(self._jobs().items()):
@@ -432,8 +442,7 @@ class Reconciler:
             )
         else:
             return False
-        self.decision.requeue_after = RUNNING_REQUEUE
-        return True
+        return True  # the Job's own events wake the next pass
 
     def _running_job(self) -> JobView | None:
         for phase, name in self._jobs().items():
@@ -458,13 +467,11 @@ class Reconciler:
                 f"{job.phase} Job {job.name} cannot start: {job.waiting}",
                 phase="Waiting",
             )
-            self.decision.requeue_after = RUNNING_REQUEUE
             return
         self._progress(phase_name, reason, f"{job.phase} Job {job.name} is running")
         kind = PHASE_CONDITION.get(job.phase)
         if kind:
             self._condition(kind, c.UNKNOWN, reason, f"Job {job.name} is running")
-        self.decision.requeue_after = RUNNING_REQUEUE
 
     # --- the next step -------------------------------------------------------------------
 
@@ -699,7 +706,6 @@ class Reconciler:
         phase_name, reason = RUNNING[phase]
         self._progress(phase_name, reason, f"starting {phase} Job {name}")
         self._event("Normal", f"{phase.capitalize()}Started", f"created Job {name}")
-        self.decision.requeue_after = RUNNING_REQUEUE
 
     # --- conditions ------------------------------------------------------------------------
 
