@@ -50,6 +50,8 @@ BASE_NAME = "localhost/migrate-safe-base"
 PAUSE_NAME = "localhost/devcluster-pause"
 IMAGE_USER = "10001:10001"
 DEV_TAG = f"{IMAGE_NAME}:dev"  # what `python -m devcluster image --load` also tags
+KEEP_IMAGES = 3  # newest project images kept (archives and buildah images)
+KEEP_CACHE_SECONDS = 6 * 3600  # buildah's intermediate images (the layer cache) kept that long
 
 # The base: Debian trixie (the official slim image's release, so the Dockerfile's default
 # PG_MAJOR=17 client comes from the same archive) with Python, venv and CA certificates.
@@ -308,7 +310,28 @@ def ensure_image(root: Path = REPO_ROOT) -> Image:
     _save(tool, ref, archive)
     # A docker-archive holds the layers uncompressed: its size is what `docker images` shows.
     log(f"{ref}: {archive.stat().st_size / 1e6:.0f} MB ({archive})")
+    prune(tool, "migrate-safe")
     return Image(ref, archive)
+
+
+def prune(tool: Buildah, name: str) -> None:
+    """Every change of the code makes a new image: keep the newest few archives and images,
+    and the build cache (buildah's intermediate images) of the last hours, so the cache does
+    not grow without end while the dependencies' layer is still reused."""
+    archives = sorted(
+        cache_root().glob(f"{name}-*.docker.tar"), key=lambda a: a.stat().st_mtime, reverse=True
+    )
+    for old in archives[KEEP_IMAGES:]:
+        old.unlink(missing_ok=True)
+    kept = {
+        a.name.removeprefix(f"{name}-").removesuffix(".docker.tar") for a in archives[:KEEP_IMAGES]
+    }
+    for image in json.loads(tool("images", "--all", "--json", capture=True) or "[]"):
+        names = image.get("names") or []
+        ours = [n for n in names if n.startswith(f"localhost/{name}:")]
+        old_build = not names and time.time() - image["created"] > KEEP_CACHE_SECONDS
+        if (ours and all(n.rsplit("-", 1)[-1] not in kept for n in ours)) or old_build:
+            tool("rmi", "--force", image["id"], capture=True, check=False)
 
 
 def _save(tool: Buildah, ref: str, archive: Path) -> None:
