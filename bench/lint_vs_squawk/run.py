@@ -26,7 +26,8 @@ from pathlib import Path
 from migrate_safe.errors import SourceError
 from migrate_safe.lint import Finding, LintOptions, lint_directory, lint_sql
 from migrate_safe.lint.sqlast import parse_script
-from migrate_safe.source import FILE_NAME, parse_directives
+from migrate_safe.scanner import FILE_NAME
+from migrate_safe.source import parse_directives
 from migrate_safe.statements import SqlSyntaxError
 
 ROOT = Path(__file__).resolve().parents[2]

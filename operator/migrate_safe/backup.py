@@ -24,8 +24,10 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from migrate_safe.catalog import application_schema
 from migrate_safe.config import Redactor, describe_dsn
 from migrate_safe.errors import ConfigError, PreflightFailed, RollbackFailed
 from migrate_safe.localpg import program_major, version_major
@@ -58,9 +60,17 @@ class Manifest:
     restore_point: str | None
     pg_dump_version: str
     fingerprint: str | None
+    # Orders backups by creation for retention (names carry only the second); manifests
+    # written before it existed count as 0, older than any that has one.
+    sequence: int = 0
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> dict[str, object]:
         return asdict(self)
+
+    @classmethod
+    def read(cls, path: Path) -> Manifest:
+        """Raises OSError, ValueError or TypeError when the file is no manifest."""
+        return cls(**json.loads(path.read_text(encoding="utf-8")))
 
 
 @dataclass(frozen=True)
@@ -204,6 +214,7 @@ class BackupJob:
                 [pg_dump.path, "--version"], dict(os.environ), self.redact
             ).strip(),
             fingerprint=fingerprint,
+            sequence=1 + max((m.sequence for _, m in stored_backups(self.directory)), default=0),
         )
         _write_private(manifest_path(path), json.dumps(manifest.as_dict(), indent=2) + "\n")
         _write_private(self.directory / LATEST, path.name + "\n")
@@ -236,7 +247,10 @@ class BackupJob:
             ).fetchone()
         except psycopg.Error:
             row = None
-        return (str(row[0]), name) if row else (None, None)
+        if row is None:
+            return None, None
+        wal_lsn, _restore_point = row
+        return str(wal_lsn), name
 
     def _dump(self, pg_dump: str, path: Path) -> None:
         dsn, env = client_env(self.dsn)
@@ -285,14 +299,30 @@ class BackupJob:
             raise BackupFailed(f"{path}: not a pg_dump SQL file (header missing)")
 
     def _apply_retention(self) -> None:
-        backups = sorted(self.directory.glob("backup-*.json"))
-        for stale in backups[: max(0, len(backups) - self.retention)]:
-            # Housekeeping after a verified backup: a stale entry that cannot be read or
-            # removed stays where it is rather than fail the run.
-            with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
-                manifest = json.loads(stale.read_text())
-                (self.directory / str(manifest["file"])).unlink(missing_ok=True)
-                stale.unlink()
+        apply_retention(self.directory, self.retention)
+
+
+def stored_backups(directory: Path) -> list[tuple[Path, Manifest]]:
+    """The backups of a directory (manifest path and manifest), oldest first: by sequence,
+    then creation time. Names do not order them: two backups within one second share the
+    name's time stamp and differ by a random run id."""
+    found: list[tuple[Path, Manifest]] = []
+    for path in directory.glob("backup-*.json"):
+        # A manifest that cannot be read is no backup to count, order or remove.
+        with contextlib.suppress(OSError, ValueError, TypeError):
+            found.append((path, Manifest.read(path)))
+    return sorted(found, key=lambda entry: (entry[1].sequence, entry[1].created_at))
+
+
+def apply_retention(directory: Path, keep: int) -> None:
+    """Remove all but the `keep` newest backups (keep ≥ 1: never the one just taken)."""
+    backups = stored_backups(directory)
+    for stale, manifest in backups[: max(0, len(backups) - keep)]:
+        # Housekeeping after a verified backup: what cannot be removed stays where it is
+        # rather than fail the run.
+        with contextlib.suppress(OSError):
+            (directory / manifest.file).unlink(missing_ok=True)
+            stale.unlink()
 
 
 def manifest_path(backup: Path) -> Path:
@@ -369,7 +399,7 @@ def resolve_backup(directory: Path, choice: str) -> Path:
 # migration added do not survive a restore. Schemas other than public go whole; public stays
 # (initdb owns it and pg_dump does not recreate it) and loses its contents. Extension members
 # are left to their extension.
-_CLEAR_USER_OBJECTS = r"""
+_CLEAR_USER_OBJECTS = sql.SQL(r"""
 DO $clear$
 DECLARE
     target record;
@@ -377,8 +407,7 @@ BEGIN
     FOR target IN
         SELECT format('DROP SCHEMA IF EXISTS %I CASCADE', n.nspname) AS command
         FROM pg_namespace n
-        WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'public')
-          AND n.nspname !~ '^pg_'
+        WHERE {application} AND n.nspname <> 'public'
         UNION ALL
         SELECT format('DROP %s IF EXISTS public.%I CASCADE',
                       CASE c.relkind WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW'
@@ -406,15 +435,16 @@ BEGIN
     END LOOP;
 END
 $clear$;
-"""
+""").format(application=application_schema())
 
 
 def has_user_objects(conn: psycopg.Connection[Any]) -> bool:
-    row = conn.execute(
+    """Whether the database holds a table, view or sequence of its own (the ledger's count)."""
+    query = sql.SQL(
         "SELECT EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
-        " WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_'"
-        " AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f'))"
-    ).fetchone()
+        " WHERE {application} AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f'))"
+    ).format(application=application_schema())
+    row = conn.execute(query).fetchone()
     return bool(row and row[0])
 
 
@@ -430,7 +460,7 @@ def verify_checksum(path: Path, *, allow_missing: bool) -> Manifest | None:
             "checked; nothing was restored (restore it anyway with --allow-missing-manifest)"
         )
     try:
-        manifest = Manifest(**json.loads(manifest_file.read_text(encoding="utf-8")))
+        manifest = Manifest.read(manifest_file)
     except (OSError, ValueError, TypeError) as error:
         raise RestoreFailed(
             f"{manifest_file}: not a readable migrate-safe manifest ({error}); nothing was restored"
@@ -465,7 +495,8 @@ def restore(
         client_dsn, env = client_env(dsn)
         psql = [client_tool("psql", needed).path, "--no-psqlrc", "--quiet"]
         psql += ["--single-transaction", "-v", "ON_ERROR_STOP=1", "--dbname", client_dsn]
-        _run(psql, env, redact, input=_CLEAR_USER_OBJECTS.encode() + script)
+        clear = _CLEAR_USER_OBJECTS.as_string(conn).encode()
+        _run(psql, env, redact, input=clear + script)
     except BackupFailed as error:
         raise RestoreFailed(
             f"restore of {path.name} failed; the database is unchanged: {error.message}"

@@ -1,5 +1,6 @@
-"""Catalog facts for lint: does each relation the pending files name exist, what is it, and how
-big is the table behind it, read in one query before anything runs.
+"""What the catalogs say: which schemas hold the application's objects, and the facts lint
+needs about the relations the pending files name (does each exist, what is it, how big is the
+table behind it), read in one query before anything runs.
 
 Lint judges a finding that only bites on a table with rows (an index build, a rewrite, a
 scan) by these facts, so a directory applied to an empty database is not refused for indexing
@@ -16,8 +17,35 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import class_row
 
-from migrate_safe.config import format_duration
 from migrate_safe.lint import RelationFacts, RelationName, TableFacts, TableSize
+from migrate_safe.session import local_timeouts
+
+# How the queries here name a schema: pg_namespace aliased as n.
+NAMESPACE = sql.SQL("n.nspname")
+
+
+def application_schema(
+    namespace: sql.Composable = NAMESPACE, *, ledger: str | None = None
+) -> sql.Composed:
+    """WHERE fragment: the schema named by `namespace` (a pg_namespace.nspname expression)
+    holds the application's objects. The one definition every check, fingerprint, lock report
+    and backup uses: not a system schema (the catalogs, information_schema, and every `pg_`
+    schema: PostgreSQL reserves the prefix for TOAST and temporary schemas), and, when `ledger`
+    is given, not the ledger's own schema either.
+
+    Which callers leave the ledger out, on purpose: the fingerprint (the ledger changes with
+    every run, the schema it describes does not) and the rehearsal's lock report (the ledger's
+    own writes are no lock the application meets). Health checks, sizes and backups count it:
+    it is data of the database like any other."""
+    condition = sql.SQL(
+        "{namespace} NOT IN ('pg_catalog', 'information_schema') AND {namespace} !~ '^pg_'"
+    ).format(namespace=namespace)
+    if ledger is None:
+        return condition
+    return condition + sql.SQL(" AND {namespace} <> {ledger}").format(
+        namespace=namespace, ledger=sql.Literal(ledger)
+    )
+
 
 # The size functions take ACCESS SHARE on each table for an instant, so they would queue
 # behind a session that holds or awaits ACCESS EXCLUSIVE: such tables are not measured, and a
@@ -145,11 +173,10 @@ def table_facts(conn: psycopg.Connection[Any], names: Collection[RelationName]) 
     )
     params = {"schemas": [n.schema for n in wanted], "names": [n.name for n in wanted]}
     try:
-        with conn.transaction(), conn.cursor(row_factory=class_row(_Row)) as cursor:
-            cursor.execute(
-                "SELECT set_config('lock_timeout', %s, true)",
-                [format_duration(SIZE_LOCK_TIMEOUT)],
-            )
+        with (
+            local_timeouts(conn, lock_timeout=SIZE_LOCK_TIMEOUT),
+            conn.cursor(row_factory=class_row(_Row)) as cursor,
+        ):
             rows = cursor.execute(query, params).fetchall()
     except psycopg.errors.LockNotAvailable:
         return TableFacts(

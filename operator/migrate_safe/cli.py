@@ -1,4 +1,8 @@
-"""The `migrate-safe` command line: subcommands, seed-style flags, exit codes, reports."""
+"""The `migrate-safe` command line: subcommands, seed-style flags, exit codes, reports.
+
+The only module that sees argparse: each command's flags become its typed options here
+(`options.py`), and the handler (`commands/`) gets those.
+"""
 
 from __future__ import annotations
 
@@ -10,13 +14,15 @@ import sys
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from types import FrameType
-from typing import Any, NoReturn
+from typing import NoReturn
 
 import psycopg
 
-from migrate_safe import __version__, commands, safety
+from migrate_safe import __version__
+from migrate_safe.commands import adopt, ci, demo, phase_jobs, pipeline, reading, rollback, wait
 from migrate_safe.config import (
     DEFAULT_LEDGER_SCHEMA,
     DEFAULT_LOG_DIR,
@@ -24,10 +30,29 @@ from migrate_safe.config import (
     ApplyPolicy,
     Redactor,
     Settings,
-    parse_duration,
-    parse_positive_duration,
 )
+from migrate_safe.durations import parse_duration, parse_positive_duration
 from migrate_safe.errors import ConfigError, ExitCode, MigrateSafeError, transient_sqlstate
+from migrate_safe.options import (
+    BackupFlags,
+    BaselineOptions,
+    DemoOptions,
+    FingerprintOptions,
+    ForceOptions,
+    LintCommandOptions,
+    PhaseFlags,
+    PipelineOptions,
+    PlanOptions,
+    PostflightOptions,
+    PreflightFlags,
+    PreflightOptions,
+    RestoreOptions,
+    RollbackOptions,
+    Steps,
+    VerifyOptions,
+    WaitOptions,
+)
+from migrate_safe.outcome import ErrorReport, RunReport
 from migrate_safe.report import Reporter, default_termination_log
 
 # Seed-style flags kept as aliases: `migrate-safe --apply` is `migrate-safe apply`.
@@ -40,26 +65,10 @@ SEED_FLAGS = {
     "--postflight": "postflight",
 }
 
-Handler = Callable[[argparse.Namespace, Settings, Reporter, dict[str, Any]], None]
-HANDLERS: dict[str, Handler] = {
-    "apply": commands.apply,
-    "rollback": commands.rollback,
-    "status": commands.status,
-    "plan": commands.plan,
-    "baseline": commands.baseline,
-    "force": commands.force,
-    "repair": commands.repair,
-    "demo": commands.demo,
-    "run": commands.run,
-    "preflight": safety.preflight,
-    "backup": safety.backup,
-    "restore": safety.restore_backup,
-    "postflight": safety.postflight,
-    "fingerprint": safety.fingerprint_command,
-    "verify": safety.verify,
-    "lint": safety.lint,
-    "wait": commands.wait,
-}
+# A command bound to its options: what is left to give it is where and how it reports.
+Command = Callable[[Settings, Reporter, RunReport], None]
+# The commands that run migrations: they take the lock and retry policy flags.
+POLICY_COMMANDS = ("apply", "run", "rollback")
 # Not a harness command: no database, no report. Imports kopf only when asked for.
 OPERATOR = "operator"
 # A database error that escapes a command counts as that command's failure.
@@ -307,13 +316,15 @@ def build_parser() -> argparse.ArgumentParser:
     apply = sub.add_parser("apply", help="preflight, backup, then apply pending migrations")
     _pipeline_flags(apply)
     apply.add_argument(
-        "--dry-run", action="store_true",
+        "--dry-run",
+        action="store_true",
         help="rehearse: run pending migrations in one transaction, report locks, roll back",
-    )  # fmt: skip
+    )
     apply.add_argument(
-        "--skip-preflight", action="store_true",
+        "--skip-preflight",
+        action="store_true",
         help="do not run preflight (the operator runs it as its own Job)",
-    )  # fmt: skip
+    )
     _pipeline_flags(sub.add_parser("run", help="preflight → backup → apply → postflight"))
 
     rollback = sub.add_parser("rollback", help="roll back applied migrations, newest first")
@@ -402,8 +413,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     wait = sub.add_parser("wait", help="block until the ledger reaches a version (init containers)")
     wait.add_argument("--version", type=_integer(1, _VERSION), dest="wait_version", required=True)
-    wait.add_argument("--timeout", type=_duration("--timeout"), default=300.0,
-                      help="give up after this long (default 5m; exit 2)")  # fmt: skip
+    wait.add_argument(
+        "--timeout",
+        type=_duration("--timeout"),
+        default=300.0,
+        help="give up after this long (default 5m; exit 2)",
+    )
     wait.add_argument(
         "--interval",
         type=_duration("--interval", "0 would query the database without pause"),
@@ -425,13 +440,18 @@ def build_parser() -> argparse.ArgumentParser:
     baseline = sub.add_parser("baseline", help="adopt an existing database at a version")
     source = baseline.add_mutually_exclusive_group(required=True)
     source.add_argument(
-        "--version", type=_integer(1, _VERSION), dest="baseline_version",
+        "--version",
+        type=_integer(1, _VERSION),
+        dest="baseline_version",
         help="record every source migration up to N as applied",
-    )  # fmt: skip
+    )
     source.add_argument(
-        "--from-golang-migrate", nargs="?", const="schema_migrations", metavar="TABLE",
+        "--from-golang-migrate",
+        nargs="?",
+        const="schema_migrations",
+        metavar="TABLE",
         help="take the version from golang-migrate's table (default schema_migrations)",
-    )  # fmt: skip
+    )
     force = sub.add_parser("force", help="declare the schema to be at version N (clears dirty)")
     force.add_argument(
         "--version",
@@ -442,8 +462,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("repair", help="drop dirty rows and realign checksums with the source")
     operator = sub.add_parser(OPERATOR, help="run the Kubernetes operator (kopf)")
     operator.add_argument("--namespace", action="append", help="watch this namespace (repeatable)")
-    operator.add_argument("--all-namespaces", action="store_true",
-                          help="watch every namespace (default without --namespace)")  # fmt: skip
+    operator.add_argument(
+        "--all-namespaces",
+        action="store_true",
+        help="watch every namespace (default without --namespace)",
+    )
     operator.add_argument("--metrics-port", type=int, default=9090, help="0 disables /metrics")
     operator.add_argument("--liveness-port", type=int, default=8080, help="0 disables /healthz")
     operator.add_argument("--standalone", action="store_true", help="no peering with others")
@@ -462,7 +485,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def translate_seed_flags(argv: list[str]) -> list[str]:
     """`--apply`, `--rollback`, `--dry-run`, `--status`, `--plan` without a subcommand."""
-    if any(arg in HANDLERS for arg in argv):
+    if any(arg in _BIND for arg in argv):
         return argv
     for flag, command in SEED_FLAGS.items():
         if flag in argv:
@@ -474,20 +497,7 @@ def translate_seed_flags(argv: list[str]) -> list[str]:
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
-    policy = ApplyPolicy()
-    if hasattr(args, "lock_timeout"):
-        if args.lock_retries < 0 or (getattr(args, "steps", None) or 0) < 0:
-            raise ConfigError("--lock-retries and --steps must not be negative")
-        policy = ApplyPolicy(
-            lock_timeout=args.lock_timeout,
-            lock_timeout_max=args.lock_timeout_max,
-            lock_retries=args.lock_retries,
-            retry_backoff=args.retry_backoff,
-            retry_backoff_max=args.retry_backoff_max,
-            statement_timeout=args.statement_timeout,
-            advisory_lock_wait=args.lock_wait,
-            quiet_wait=args.quiet_wait,
-        )
+    policy = _policy(args) if args.command in POLICY_COMMANDS else ApplyPolicy()
     return Settings(
         database_url=args.database_url,
         migrations_dir=args.migrations_dir,
@@ -496,6 +506,166 @@ def settings_from(args: argparse.Namespace) -> Settings:
         termination_log=_termination_log(args.termination_log),
         allow_missing_down=args.allow_missing_down,
         policy=policy,
+    )
+
+
+def _policy(args: argparse.Namespace) -> ApplyPolicy:
+    return ApplyPolicy(
+        lock_timeout=args.lock_timeout,
+        lock_timeout_max=args.lock_timeout_max,
+        lock_retries=args.lock_retries,
+        retry_backoff=args.retry_backoff,
+        retry_backoff_max=args.retry_backoff_max,
+        statement_timeout=args.statement_timeout,
+        advisory_lock_wait=args.lock_wait,
+        quiet_wait=args.quiet_wait,
+    )
+
+
+# --- each command's typed options ------------------------------------------------------------
+
+
+def command_of(args: argparse.Namespace) -> Command:
+    """The handler of the parsed command, bound to its typed options."""
+    return _BIND[args.command](args)
+
+
+def _pipeline(args: argparse.Namespace) -> Command:
+    options = PipelineOptions(phase_flags(args), _steps(args), target=args.to)
+    return partial(pipeline.pipeline, options)
+
+
+def _rollback(args: argparse.Namespace) -> Command:
+    options = RollbackOptions(args.config, args.to, args.steps, enforce_lint=not args.force)
+    return partial(rollback.rollback, options)
+
+
+def _plan(args: argparse.Namespace) -> Command:
+    return partial(reading.plan, PlanOptions(args.config, args.to, args.steps))
+
+
+def _fingerprint(args: argparse.Namespace) -> Command:
+    diff = (args.diff[0], args.diff[1]) if args.diff else None
+    return partial(reading.fingerprint_command, FingerprintOptions(diff))
+
+
+def _preflight(args: argparse.Namespace) -> Command:
+    return partial(phase_jobs.preflight, PreflightOptions(phase_flags(args), target=args.to))
+
+
+def _backup(args: argparse.Namespace) -> Command:
+    return partial(phase_jobs.backup, phase_flags(args))
+
+
+def _restore(args: argparse.Namespace) -> Command:
+    options = RestoreOptions(
+        phase_flags(args), args.backup, args.yes, allow_missing_manifest=args.allow_missing_manifest
+    )
+    return partial(phase_jobs.restore_backup, options)
+
+
+def _postflight(args: argparse.Namespace) -> Command:
+    return partial(phase_jobs.postflight, PostflightOptions(phase_flags(args), target=args.to))
+
+
+def _baseline(args: argparse.Namespace) -> Command:
+    options = BaselineOptions(args.baseline_version, args.from_golang_migrate)
+    return partial(adopt.baseline, options)
+
+
+def _force(args: argparse.Namespace) -> Command:
+    return partial(adopt.force, ForceOptions(args.force_version))
+
+
+def _verify(args: argparse.Namespace) -> Command:
+    options = VerifyOptions(
+        config=args.config,
+        directory=Path(args.directory) if args.directory else None,
+        markdown=args.markdown,
+        slow_migration_seconds=args.slow_migration_seconds,
+        setup=tuple(args.setup or ()),
+    )
+    return partial(ci.verify, options)
+
+
+def _lint(args: argparse.Namespace) -> Command:
+    options = LintCommandOptions(
+        config=args.config,
+        directory=Path(args.directory) if args.directory else None,
+        format=args.format,
+        pg_version=args.pg_version,
+        strict=args.strict,
+        harness_timeouts=not args.no_harness_timeouts,
+    )
+    return partial(ci.lint, options)
+
+
+def _wait(args: argparse.Namespace) -> Command:
+    return partial(wait.wait, WaitOptions(args.wait_version, args.timeout, args.interval))
+
+
+def _demo(args: argparse.Namespace) -> Command:
+    return partial(demo.demo, DemoOptions(keep=args.keep))
+
+
+_BIND: dict[str, Callable[[argparse.Namespace], Command]] = {
+    "apply": _pipeline,
+    "run": _pipeline,
+    "rollback": _rollback,
+    "status": lambda _args: reading.status,
+    "plan": _plan,
+    "baseline": _baseline,
+    "force": _force,
+    "repair": lambda _args: adopt.repair,
+    "demo": _demo,
+    "preflight": _preflight,
+    "backup": _backup,
+    "restore": _restore,
+    "postflight": _postflight,
+    "fingerprint": _fingerprint,
+    "verify": _verify,
+    "lint": _lint,
+    "wait": _wait,
+}
+
+
+def _steps(args: argparse.Namespace) -> Steps:
+    if args.command == "run":
+        return Steps(enforce_preflight=not args.force, backup=not args.no_backup, postflight=True)
+    return Steps(
+        preflight=not args.skip_preflight and not args.dry_run,
+        enforce_preflight=not args.force,
+        backup=not args.no_backup and not args.dry_run,
+        dry_run=args.dry_run,
+    )
+
+
+def phase_flags(args: argparse.Namespace) -> PhaseFlags:
+    """The preflight and backup flags of the commands that have them (see _pipeline_flags)."""
+    preflight = PreflightFlags()
+    if args.command in ("apply", "run", "preflight"):
+        preflight = PreflightFlags(
+            long_transaction_seconds=args.long_transaction_seconds,
+            idle_in_transaction_seconds=args.idle_in_transaction_seconds,
+            replication_lag_seconds=args.replication_lag_seconds,
+            fail_on=tuple(args.fail_on or ()),
+            warn_on=tuple(args.warn_on or ()),
+        )
+    backup = BackupFlags()
+    if args.command in ("apply", "run", "backup", "restore"):
+        backup = BackupFlags(
+            dir=Path(args.backup_dir) if args.backup_dir else None,
+            format=args.backup_format,
+            retention=args.retention,
+            lock_wait=args.backup_lock_wait,
+        )
+    expects = args.command in ("apply", "run", "postflight")
+    return PhaseFlags(
+        config=args.config,
+        preflight=preflight,
+        backup=backup,
+        expected_fingerprint=args.expected_fingerprint if expects else None,
+        expected_plan_hash=args.expect_plan_hash if args.command in ("apply", "run") else None,
     )
 
 
@@ -515,9 +685,10 @@ def main(argv: list[str] | None = None) -> int:
 
             return run_operator(args)
         settings = settings_from(args)
-        command = "rehearse" if getattr(args, "dry_run", False) else args.command
+        command = command_of(args)
+        rehearsal = args.command == "apply" and args.dry_run
         report = Reporter(
-            command,
+            "rehearse" if rehearsal else args.command,
             settings.log_dir,
             settings.redact,
             settings.termination_log,
@@ -528,7 +699,7 @@ def main(argv: list[str] | None = None) -> int:
         redact.add_secret(os.environ.get("DATABASE_URL"))
         print(f"migrate-safe: error: {redact(error.message)}", file=sys.stderr)
         return int(ExitCode.CONFIG_ERROR)
-    return run(args, settings, report)
+    return run(command, settings, report)
 
 
 class Interrupted(KeyboardInterrupt):
@@ -563,41 +734,42 @@ def _signals_raise() -> Iterator[None]:
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
-def run(args: argparse.Namespace, settings: Settings, report: Reporter) -> int:
-    body: dict[str, Any] = {}
+def run(command: Command, settings: Settings, report: Reporter) -> int:
+    """Run a command; whatever happens, its report is finished once, with an exit code."""
+    done = RunReport()
     report.event("run_started", version=__version__)
-    failure_code = int(FAILURE_CODE.get(args.command, ExitCode.MIGRATION_FAILED))
+    failure_code = int(FAILURE_CODE.get(report.command, ExitCode.MIGRATION_FAILED))
     with _signals_raise():
         try:
             if report.log_problem:
                 raise ConfigError(report.log_problem)
-            HANDLERS[args.command](args, settings, report, body)
+            command(settings, report, done)
         except Interrupted as stop:
-            message = f"interrupted by {stop.name}; {_left_behind(body)}"
+            message = f"interrupted by {stop.name}; {_left_behind(done)}"
             code = 128 + stop.signum
-            return _fail(report, body, code, message, {}, True, outcome="interrupted")
+            return _fail(report, done, code, ErrorReport(message, {}, True), "interrupted")
         except MigrateSafeError as error:
-            code = int(error.exit_code)
-            return _fail(report, body, code, error.message, error.details, error.transient)
+            failure = ErrorReport(error.message, error.details, error.transient)
+            return _fail(report, done, int(error.exit_code), failure)
         except psycopg.Error as error:
             message = f"database error: {str(error).strip()} (SQLSTATE {error.sqlstate})"
-            transient = transient_sqlstate(error.sqlstate)
             state: dict[str, object] = {"sqlstate": error.sqlstate} if error.sqlstate else {}
-            return _fail(report, body, failure_code, message, state, transient)
+            failure = ErrorReport(message, state, transient_sqlstate(error.sqlstate))
+            return _fail(report, done, failure_code, failure)
         except Exception as error:  # a defect of migrate-safe: still a report, not a traceback
             message = f"unexpected error: {type(error).__name__}: {error}"
-            trace: dict[str, object] = {"traceback": traceback.format_exc()}
-            return _fail(report, body, failure_code, message, trace)
-    report.finish(0, "succeeded", body)
+            trace = {"traceback": traceback.format_exc()}
+            return _fail(report, done, failure_code, ErrorReport(message, trace))
+    report.finish(0, "succeeded", done)
     return 0
 
 
-def _left_behind(body: dict[str, Any]) -> str:
+def _left_behind(done: RunReport) -> str:
     """What an interrupted run leaves, from the ledger as read back after the interruption."""
-    if "current_version" not in body:
+    if done.ledger is None:
         return "nothing was changed by this run"
-    dirty = body.get("dirty_versions") or []
-    current = body["current_version"]
+    dirty = done.ledger.dirty_versions
+    current = done.ledger.current_version
     where = f"the ledger is at version {current}" if current else "the ledger is empty"
     if dirty:
         return (
@@ -608,16 +780,9 @@ def _left_behind(body: dict[str, Any]) -> str:
 
 
 def _fail(
-    report: Reporter,
-    body: dict[str, Any],
-    code: int,
-    message: str,
-    details: dict[str, object],
-    transient: bool = False,
-    *,
-    outcome: str = "failed",
+    report: Reporter, done: RunReport, code: int, error: ErrorReport, outcome: str = "failed"
 ) -> int:
-    report.progress(f"migrate-safe: error: {message}")
-    body["error"] = {"message": message, "details": details, "transient": transient}
-    report.finish(code, outcome, body)
+    report.progress(f"migrate-safe: error: {error.message}")
+    done.error = error
+    report.finish(code, outcome, done)
     return code

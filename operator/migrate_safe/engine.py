@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import psycopg
@@ -26,7 +26,7 @@ from psycopg import errors as pg_errors
 from psycopg import sql
 from psycopg.pq import TransactionStatus
 
-from migrate_safe.config import ApplyPolicy, format_duration
+from migrate_safe.config import ApplyPolicy
 from migrate_safe.errors import MigrateSafeError, MigrationFailed, RollbackFailed
 from migrate_safe.fingerprint import Fingerprint, describe_diff, diff, fingerprint
 from migrate_safe.ledger import HistoryEntry, Ledger, LedgerSnapshot
@@ -36,9 +36,16 @@ from migrate_safe.locks import (
     resolve_relations,
     strongest,
 )
+from migrate_safe.outcome import (
+    MigrationRun,
+    RehearsedMigration,
+    RehearsedStatement,
+    StatementError,
+)
 from migrate_safe.plan import RollbackStep
 from migrate_safe.report import Reporter
-from migrate_safe.source import Migration, Script
+from migrate_safe.scanner import Migration, Script
+from migrate_safe.session import local_timeouts, set_timeouts
 from migrate_safe.statements import (
     Statement,
     concurrent_index,
@@ -66,22 +73,20 @@ class StatementFailed(Exception):
             return self.statement.line
         return self.statement.line + self.statement.sql.count("\n", 0, int(position) - 1)
 
-    def as_dict(self) -> dict[str, Any]:
+    def report(self) -> StatementError:
         diag = self.error.diag
-        return {
-            "file": self.script.origin,
-            "line": self.line,
-            "sqlstate": self.error.sqlstate,
-            "message": diag.message_primary or str(self.error).strip(),
-            "detail": diag.message_detail,
-            "hint": diag.message_hint,
-            "statement": _shorten(self.statement.sql),
-        }
+        return StatementError(
+            file=self.script.origin,
+            line=self.line,
+            sqlstate=self.error.sqlstate,
+            message=diag.message_primary or str(self.error).strip(),
+            detail=diag.message_detail,
+            hint=diag.message_hint,
+            statement=_shorten(self.statement.sql),
+        )
 
     def describe(self) -> str:
-        info = self.as_dict()
-        text = f"{info['file']}:{info['line']}: {info['message']} (SQLSTATE {info['sqlstate']})"
-        return text + (f"\n  detail: {info['detail']}" if info["detail"] else "")
+        return self.report().describe()
 
 
 def _shorten(text: str, limit: int = 300) -> str:
@@ -120,14 +125,6 @@ class TransactionEscaped(MigrationFailed):
         super().__init__(message, details=details)
 
 
-@dataclass
-class Outcome:
-    version: int
-    name: str
-    duration_ms: int
-    attempts: int
-
-
 @dataclass(frozen=True)
 class _Unit:
     """One script to run in one direction, and what it changes in the ledger."""
@@ -154,7 +151,7 @@ class Engine:
         self.policy = policy
         self.report = report
 
-    def apply(self, migration: Migration) -> Outcome:
+    def apply(self, migration: Migration) -> MigrationRun:
         def record(state: str) -> Callable[[int | None], None]:
             return lambda ms: self.ledger.upsert(
                 migration, state=state, run_id=self.report.run_id, duration_ms=ms
@@ -162,25 +159,31 @@ class Engine:
 
         return self._run(
             _Unit(
-                migration.version, migration.name, "up", migration.up,
+                migration.version,
+                migration.name,
+                "up",
+                migration.up,
                 mark_dirty=lambda: record("dirty")(None),
                 record_done=record("applied"),
                 failure=MigrationFailed,
             )
-        )  # fmt: skip
+        )
 
-    def rollback(self, step: RollbackStep) -> Outcome:
+    def rollback(self, step: RollbackStep) -> MigrationRun:
         version = step.row.version
         return self._run(
             _Unit(
-                version, step.row.name, "down", step.down,
+                version,
+                step.row.name,
+                "down",
+                step.down,
                 mark_dirty=lambda: self.ledger.set_state(version, "dirty"),
                 record_done=lambda _ms: self.ledger.delete(version),
                 failure=RollbackFailed,
             )
-        )  # fmt: skip
+        )
 
-    def _run(self, unit: _Unit) -> Outcome:
+    def _run(self, unit: _Unit) -> MigrationRun:
         self.report.event(f"{unit.direction}_started", version=unit.version, name=unit.name)
         started = time.monotonic()
         try:
@@ -192,8 +195,8 @@ class Engine:
             self._history(unit, "interrupted")
             self.report.event(f"{unit.direction}_interrupted", version=unit.version)
             raise
-        outcome = Outcome(unit.version, unit.name, _millis(started), attempts)
-        self.report.event(f"{unit.direction}_succeeded", **outcome.__dict__)
+        outcome = MigrationRun(unit.version, unit.name, _millis(started), attempts)
+        self.report.event(f"{unit.direction}_succeeded", **outcome.to_json())
         symbol = "✓" if unit.direction == "up" else "↶"
         retries = f" after {attempts} attempts" if attempts > 1 else ""
         self.report.progress(f"  {symbol} {unit.label}  {outcome.duration_ms} ms{retries}")
@@ -212,8 +215,11 @@ class Engine:
             self._wait_until_quiet(resolve_relations(self.conn, relations), lock_timeout)
             started = time.monotonic()
             try:
-                with self.conn.transaction():
-                    self._set_timeouts(unit.script, lock_timeout, local=True)
+                with local_timeouts(
+                    self.conn,
+                    lock_timeout=lock_timeout,
+                    statement_timeout=self._statement_timeout(unit.script),
+                ):
                     for statement in statements:
                         self._execute(unit.script, statement, in_transaction=True)
                     unit.record_done(_millis(started))
@@ -248,7 +254,12 @@ class Engine:
                 attempt, unit.script.directives.lock_timeout
             )
             self._wait_until_quiet(relations, lock_timeout)
-            self._set_timeouts(unit.script, lock_timeout, local=False)
+            set_timeouts(
+                self.conn,
+                lock_timeout=lock_timeout,
+                statement_timeout=self._statement_timeout(unit.script),
+                local=False,
+            )
             try:
                 self._execute(unit.script, statement, in_transaction=False)
                 return attempt
@@ -259,12 +270,16 @@ class Engine:
 
     def _after_failure(self, failed: StatementFailed, unit: _Unit, attempt: int) -> None:
         """Record the attempt; sleep and return to retry a lock timeout, raise otherwise."""
-        info = failed.as_dict()
+        error = failed.report()
+        info = error.to_json()
         retry = failed.lock_timeout and attempt <= self.policy.lock_retries
         self._history(
-            unit, "retried" if retry else "failed", attempt=attempt,
-            sqlstate=failed.error.sqlstate, error=info["message"],
-        )  # fmt: skip
+            unit,
+            "retried" if retry else "failed",
+            attempt=attempt,
+            sqlstate=error.sqlstate,
+            error=error.message,
+        )
         if retry:
             pause = self.policy.backoff_for(attempt)
             self.report.event("lock_timeout_retry", version=unit.version, attempt=attempt, **info)
@@ -295,14 +310,11 @@ class Engine:
             self.conn.execute("ROLLBACK")
             raise TransactionEscaped(script, statement, in_transaction=False)
 
-    def _set_timeouts(self, script: Script, lock_timeout: float, *, local: bool) -> None:
-        statement_timeout = script.directives.statement_timeout
-        if statement_timeout is None:
-            statement_timeout = self.policy.statement_timeout
-        self.conn.execute(
-            "SELECT set_config('lock_timeout', %s, %s), set_config('statement_timeout', %s, %s)",
-            [format_duration(lock_timeout), local, format_duration(statement_timeout), local],
-        )
+    def _statement_timeout(self, script: Script) -> float:
+        """The file's directive, else the run's policy."""
+        if script.directives.statement_timeout is not None:
+            return script.directives.statement_timeout
+        return self.policy.statement_timeout
 
     def _wait_until_quiet(self, relation_oids: list[int], lock_timeout: float) -> None:
         """Wait (bounded) while a transaction older than lock_timeout holds the tables."""
@@ -315,7 +327,7 @@ class Engine:
             if not announced:
                 first = blockers[0]
                 self.report.event(
-                    "waiting_for_lock_holders", blockers=[b.__dict__ for b in blockers]
+                    "waiting_for_lock_holders", blockers=[asdict(b) for b in blockers]
                 )
                 self.report.progress(
                     f"    waiting: pid {first.pid} ({first.application_name or 'no name'}) holds "
@@ -367,33 +379,38 @@ class Engine:
 
     # --- rehearsal -----------------------------------------------------------------------
 
-    def rehearse(self, migrations: list[Migration]) -> list[dict[str, Any]]:
+    def rehearse(self, migrations: list[Migration]) -> list[RehearsedMigration]:
         """Run the pending transactional migrations in one transaction, record each
         statement's locks, roll everything back, then prove that nothing persisted."""
         before = self._snapshot()
-        results: list[dict[str, Any]] = []
+        results: list[RehearsedMigration] = []
         skipped: list[int] = []
         with self._rolled_back():
             for index, migration in enumerate(migrations):
-                entry: dict[str, Any] = {"version": migration.version, "name": migration.name}
+                entry = RehearsedMigration(migration.version, migration.name)
                 results.append(entry)
                 if migration.up.directives.no_transaction:
-                    entry["skipped"] = "no-transaction migration: cannot run inside a rehearsal"
+                    entry.skipped = "no-transaction migration: cannot run inside a rehearsal"
                     skipped.append(migration.version)
                     continue
-                self._set_timeouts(migration.up, self.policy.lock_timeout, local=True)
+                set_timeouts(
+                    self.conn,
+                    lock_timeout=self.policy.lock_timeout,
+                    statement_timeout=self._statement_timeout(migration.up),
+                    local=True,
+                )
                 try:
-                    entry["statements"] = self._rehearse_script(migration.up)
+                    entry.statements = self._rehearse_script(migration.up)
                 except _RehearsalStopped as stopped:
-                    entry["statements"] = stopped.done
+                    entry.statements = stopped.done
                     reason = _beyond_a_rehearsal(stopped.failed, skipped)
                     if reason is None:
-                        entry["error"] = stopped.failed.as_dict()
+                        entry.error = stopped.failed.report()
                         break
-                    entry["not_rehearsed"] = reason
+                    entry.not_rehearsed = reason
                     later = f"not rehearsed: the rehearsal stopped at {migration.version}"
                     results += [
-                        {"version": m.version, "name": m.name, "not_rehearsed": later}
+                        RehearsedMigration(m.version, m.name, not_rehearsed=later)
                         for m in migrations[index + 1 :]
                     ]
                     break
@@ -419,8 +436,8 @@ class Engine:
                 details={"changes": leftovers},
             )
 
-    def _rehearse_script(self, script: Script) -> list[dict[str, Any]]:
-        done: list[dict[str, Any]] = []
+    def _rehearse_script(self, script: Script) -> list[RehearsedStatement]:
+        done: list[RehearsedStatement] = []
         before = own_relation_locks(self.conn, self.ledger.schema)
         for statement in script.body.statements:
             started = time.monotonic()
@@ -436,13 +453,13 @@ class Engine:
             held = strongest({lock for lock in before if lock.names(named)})
             held = [lock for lock in held if lock.relation not in {t.relation for t in taken}]
             done.append(
-                {
-                    "line": statement.line,
-                    "sql": _shorten(statement.sql, 160),
-                    "duration_ms": _millis(started),
-                    "locks": [lock.__dict__ for lock in sorted(taken)],
-                    "already_held": [lock.__dict__ for lock in held],
-                }
+                RehearsedStatement(
+                    line=statement.line,
+                    sql=_shorten(statement.sql, 160),
+                    duration_ms=_millis(started),
+                    locks=sorted(taken),
+                    already_held=held,
+                )
             )
             before = after
         return done
@@ -475,5 +492,5 @@ def _beyond_a_rehearsal(failed: StatementFailed, skipped: list[int]) -> str | No
 
 @dataclass
 class _RehearsalStopped(Exception):
-    done: list[dict[str, Any]]
+    done: list[RehearsedStatement]
     failed: StatementFailed

@@ -31,10 +31,8 @@ from typing import Any, TypedDict
 import psycopg
 from psycopg import sql
 
-# Objects in these schemas are never the application's.
-_SYSTEM = (
-    "n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_(toast|temp)'"
-)
+from migrate_safe.catalog import application_schema
+
 # Every object created after initdb has an OID from here on (PostgreSQL's FirstNormalObjectId):
 # how objects that live outside any schema (casts, languages, …) tell built-in from user-made.
 _FIRST_USER_OID = 16384
@@ -49,8 +47,9 @@ def _not_extension_member(catalog: str, oid: str) -> str:
 
 
 def _managed(catalog: str, oid: str) -> str:
-    """WHERE fragment: an object in an application schema (not system, not the ledger)."""
-    return f"{_SYSTEM} AND n.nspname <> {{ledger}} AND {_not_extension_member(catalog, oid)}"
+    """WHERE fragment: an object in an application schema, the ledger's left out
+    (`{application}` is catalog.application_schema, filled in by `fingerprint`)."""
+    return f"{{application}} AND {_not_extension_member(catalog, oid)}"
 
 
 def _user_made(catalog: str, oid: str) -> str:
@@ -85,7 +84,7 @@ def _options(array: str, label: str) -> str:
 
 
 def _lines(select: str) -> str:
-    """One text of sorted lines; `{ledger}` is filled in by psycopg.sql (see fingerprint).
+    """One text of sorted lines; `{application}` is filled in by psycopg.sql (see fingerprint).
     OFFSET 0 keeps the subquery whole: flattened into the aggregate, each line would be
     computed twice (once to aggregate, once to sort): twice every pg_get_indexdef."""
     aggregate = "coalesce(string_agg(line, E'\\n' ORDER BY line COLLATE \"C\"), '')"
@@ -605,7 +604,7 @@ _TRANSFORMS = _lines(
 
 @cache
 def sections(major: int) -> dict[str, str]:
-    """Each section's query for a server of this major version, `{ledger}` still open."""
+    """Each section's query for a server of this major version, `{application}` still open."""
     return {
         "schemas": _SCHEMAS,
         "extensions": _EXTENSIONS,
@@ -642,7 +641,8 @@ class Fingerprint:
     sections: dict[str, list[str]] = field(repr=False)
     major: int = 0  # the server's major version
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> dict[str, object]:
+        """The `fingerprint` command's JSON: the hash, the major and every object line."""
         return {"fingerprint": self.hash, "server_major": self.major, "objects": self.sections}
 
 
@@ -673,7 +673,7 @@ def other_major(current: str, other: str) -> int | None:
 
 def fingerprint(conn: psycopg.Connection[Any], ledger_schema: str) -> Fingerprint:
     """Read the schema of the connected database (excluding the ledger schema)."""
-    ledger = sql.Literal(ledger_schema)
+    application = application_schema(ledger=ledger_schema)
     texts: dict[str, str] = {}
     major = conn.info.server_version // 10000
     with conn.transaction():  # one snapshot for every section
@@ -687,8 +687,8 @@ def fingerprint(conn: psycopg.Connection[Any], ledger_schema: str) -> Fingerprin
         conn.execute("SET LOCAL jit = off")
         for name, query in sections(major).items():
             # No parameters: the ledger schema is a literal, so `%` in the SQL stays itself.
-            row = conn.execute(sql.SQL(query).format(ledger=ledger)).fetchone()
-            texts[name] = str(row[0]) if row else ""
+            row = conn.execute(sql.SQL(query).format(application=application)).fetchone()
+            texts[name] = str(row[0]) if row else ""  # one row of one text: the section
     parts = {name: text.split("\n") if text else [] for name, text in texts.items()}
     return Fingerprint(_digest(texts, major), parts, major)
 

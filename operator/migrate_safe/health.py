@@ -8,8 +8,15 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
+from psycopg.rows import class_row
 
-_USER_SCHEMAS = "n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_'"
+from migrate_safe.catalog import application_schema
+
+
+@dataclass(frozen=True)
+class InvalidIndex:
+    index: str
+    table: str
 
 
 @dataclass(frozen=True)
@@ -21,51 +28,57 @@ class Unvalidated:
     orphan_rows: int | None = None  # foreign keys only, when counted
 
 
-def invalid_indexes(conn: psycopg.Connection[Any]) -> list[dict[str, Any]]:
+def invalid_indexes(conn: psycopg.Connection[Any]) -> list[InvalidIndex]:
     """Indexes a failed CREATE/REINDEX CONCURRENTLY left behind: maintained on every write,
     never used for reads."""
-    rows = conn.execute(
-        "SELECT i.indexrelid::regclass::text, i.indrelid::regclass::text FROM pg_index i"
+    query = sql.SQL(
+        "SELECT i.indexrelid::regclass::text AS index, i.indrelid::regclass::text AS table"
+        " FROM pg_index i"
         " JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace"
-        f" WHERE NOT i.indisvalid AND {_USER_SCHEMAS} ORDER BY 1"
-    ).fetchall()
-    return [{"index": str(r[0]), "table": str(r[1])} for r in rows]
+        " WHERE NOT i.indisvalid AND {application} ORDER BY 1"
+    ).format(application=application_schema())
+    with conn.cursor(row_factory=class_row(InvalidIndex)) as cursor:
+        return cursor.execute(query).fetchall()
 
 
 def unvalidated_constraints(conn: psycopg.Connection[Any]) -> list[Unvalidated]:
     """NOT VALID foreign keys, checks and (PostgreSQL 18 on) NOT NULL constraints: old rows
     were never checked against them."""
-    rows = conn.execute(
-        "SELECT k.conrelid::regclass::text, k.conname, k.contype, pg_get_constraintdef(k.oid)"
+    query = sql.SQL(
+        "SELECT k.conrelid::regclass::text AS table, k.conname AS constraint,"
+        " CASE k.contype WHEN 'f' THEN 'foreign key' WHEN 'c' THEN 'check' ELSE 'not null' END"
+        " AS kind, pg_get_constraintdef(k.oid) AS definition"
         " FROM pg_constraint k JOIN pg_namespace n ON n.oid = k.connamespace"
-        f" WHERE NOT k.convalidated AND k.contype IN ('f', 'c', 'n') AND {_USER_SCHEMAS}"
+        " WHERE NOT k.convalidated AND k.contype IN ('f', 'c', 'n') AND {application}"
         " ORDER BY 1, 2"
-    ).fetchall()
-    kinds = {"f": "foreign key", "c": "check", "n": "not null"}
-    return [Unvalidated(str(r[0]), str(r[1]), kinds[str(r[2])], str(r[3])) for r in rows]
+    ).format(application=application_schema())
+    with conn.cursor(row_factory=class_row(Unvalidated)) as cursor:
+        return cursor.execute(query).fetchall()
 
 
 def count_orphans(conn: psycopg.Connection[Any], table: str, constraint: str) -> int:
     """Rows of `table` whose foreign key points nowhere: one anti-join, driven by the
     referenced table's key index, so it stays a hash or merge anti-join on large tables."""
-    row = conn.execute(
-        "SELECT k.conkey, k.confkey, k.confrelid::regclass::text, k.confmatchtype"
-        " FROM pg_constraint k WHERE k.conrelid = %s::regclass AND k.conname = %s",
-        [table, constraint],
-    ).fetchone()
-    if row is None:
+    with conn.cursor(row_factory=class_row(_ForeignKey)) as cursor:
+        key = cursor.execute(
+            "SELECT k.conkey AS columns, k.confkey AS parent_columns,"
+            " k.confrelid::regclass::text AS parent, k.confmatchtype AS match_type"
+            " FROM pg_constraint k WHERE k.conrelid = %s::regclass AND k.conname = %s",
+            [table, constraint],
+        ).fetchone()
+    if key is None:
         return 0
-    child_columns = _column_names(conn, table, list(row[0]))
-    parent_columns = _column_names(conn, str(row[2]), list(row[1]))
+    child_columns = _column_names(conn, table, key.columns)
+    parent_columns = _column_names(conn, key.parent, key.parent_columns)
     # MATCH SIMPLE (the default) ignores rows with any NULL in the key; MATCH FULL only
     # all-NULL rows, whose partial NULLs are caught by the constraint itself.
-    null_test = " OR " if row[3] != "f" else " AND "
+    null_test = " OR " if key.match_type != "f" else " AND "
     query = sql.SQL(
         "SELECT count(*) FROM {child} c WHERE NOT ({nulls}) AND NOT EXISTS"
         " (SELECT 1 FROM {parent} p WHERE {join})"
     ).format(
         child=_qualified(table),
-        parent=_qualified(str(row[2])),
+        parent=_qualified(key.parent),
         nulls=sql.SQL(null_test).join(
             sql.SQL("c.{} IS NULL").format(sql.Identifier(c)) for c in child_columns
         ),
@@ -78,6 +91,14 @@ def count_orphans(conn: psycopg.Connection[Any], table: str, constraint: str) ->
     return int(counted[0]) if counted else 0
 
 
+@dataclass(frozen=True)
+class _ForeignKey:
+    columns: list[int]
+    parent_columns: list[int]
+    parent: str  # regclass text, quoted as needed
+    match_type: str  # f: MATCH FULL, s: SIMPLE, p: PARTIAL
+
+
 def _column_names(conn: psycopg.Connection[Any], table: str, numbers: list[int]) -> list[str]:
     rows = conn.execute(
         "SELECT attname FROM pg_attribute a"
@@ -85,7 +106,7 @@ def _column_names(conn: psycopg.Connection[Any], table: str, numbers: list[int])
         " WHERE a.attrelid = %s::regclass ORDER BY k.pos",
         [numbers, table],
     ).fetchall()
-    return [str(r[0]) for r in rows]
+    return [str(name) for (name,) in rows]
 
 
 def _qualified(regclass_text: str) -> sql.Composable:

@@ -9,17 +9,18 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import psycopg
 from psycopg import sql
-from psycopg.rows import class_row
+from psycopg.rows import class_row, dict_row
 
 from migrate_safe import __version__
-from migrate_safe.errors import ConfigError
-from migrate_safe.source import Migration, Script
+from migrate_safe.errors import ConfigError, MigrationFailed
+from migrate_safe.scanner import Migration, Script
 
 # Each entry upgrades the ledger from the previous layout; never edit a released entry.
 _LAYOUTS: list[str] = [
@@ -118,6 +119,29 @@ class HistoryEntry:
 
 
 @dataclass(frozen=True)
+class HistoryRow:
+    """One attempt as the history table keeps it."""
+
+    id: int
+    run_id: str
+    version: int | None
+    name: str | None
+    direction: str
+    outcome: str
+    attempt: int
+    sqlstate: str | None
+    error: str | None
+    started_at: datetime
+    finished_at: datetime
+
+
+@dataclass(frozen=True)
+class _GolangMigrateRow:
+    version: int
+    dirty: bool
+
+
+@dataclass(frozen=True)
 class LedgerSnapshot:
     """What a rehearsal must leave exactly as it found: the ledger's existence, its rows and
     the length of its history."""
@@ -156,10 +180,8 @@ class Ledger:
     def exists(self) -> bool:
         # Read-only commands must not create the ledger, so they ask first.
         self.require_own_schema()
-        row = self.conn.execute(
-            "SELECT to_regclass(format('%%I.applied', %s::text)) IS NOT NULL", [self.schema]
-        ).fetchone()
-        return bool(row and row[0])
+        query = "SELECT to_regclass(format('%%I.applied', %s::text)) IS NOT NULL"
+        return _scalar(self.conn, query, [self.schema]) is True
 
     def require_own_schema(self) -> None:
         """Refuse a ledger schema that also holds other objects (e.g. an application's
@@ -197,8 +219,9 @@ class Ledger:
             {"schema": self.schema, "relations": _OWN_RELATIONS, "functions": _OWN_FUNCTIONS},
         ).fetchone()
         if row:
+            (foreign,) = row
             raise ConfigError(
-                f"ledger schema {self.schema} (--ledger-schema) also holds {row[0]}, which is "
+                f"ledger schema {self.schema} (--ledger-schema) also holds {foreign}, which is "
                 "not part of the ledger: the fingerprint and the drift check skip the ledger's "
                 "schema, so changes there would go unseen; give the ledger a schema of its own"
             )
@@ -207,10 +230,10 @@ class Ledger:
     def layout(self) -> int:
         if not self.exists():
             return 0
-        row = self.conn.execute(
-            self._q("SELECT value FROM {schema}.ledger_meta WHERE key = 'layout'")
-        ).fetchone()
-        return int(row[0]) if row else 0
+        layout = _scalar(
+            self.conn, self._q("SELECT value FROM {schema}.ledger_meta WHERE key = 'layout'")
+        )
+        return int(str(layout)) if layout is not None else 0
 
     def ensure(self) -> None:
         """Create the ledger or upgrade its layout; call while holding the advisory lock."""
@@ -250,8 +273,8 @@ class Ledger:
         if not self.exists():
             return LedgerSnapshot(False, (), 0)
         applied = tuple((row.version, row.state, row.checksum) for row in self.applied())
-        row = self.conn.execute(self._q("SELECT count(*) FROM {schema}.history")).fetchone()
-        return LedgerSnapshot(True, applied, int(row[0]) if row else 0)
+        history_rows = _scalar(self.conn, self._q("SELECT count(*) FROM {schema}.history"))
+        return LedgerSnapshot(True, applied, int(str(history_rows)))
 
     def upsert(
         self, migration: Migration, *, state: str, run_id: str, duration_ms: int | None = None
@@ -339,13 +362,57 @@ class Ledger:
         """The fingerprint recorded by the last successful run, and that run's id."""
         if self.layout() < 2:
             return None
-        row = self.conn.execute(
-            self._q(
-                "SELECT fingerprint, run_id FROM {schema}.history"
-                " WHERE fingerprint IS NOT NULL ORDER BY id DESC LIMIT 1"
+        with self.conn.cursor(row_factory=dict_row) as cursor:
+            row = cursor.execute(
+                self._q(
+                    "SELECT fingerprint, run_id FROM {schema}.history"
+                    " WHERE fingerprint IS NOT NULL ORDER BY id DESC LIMIT 1"
+                )
+            ).fetchone()
+        return (str(row["fingerprint"]), str(row["run_id"])) if row else None
+
+    def history(self) -> list[HistoryRow]:
+        """Every attempt ever recorded, oldest first (empty before the ledger exists)."""
+        if not self.exists():
+            return []
+        with self.conn.cursor(row_factory=class_row(HistoryRow)) as cursor:
+            return cursor.execute(
+                self._q(
+                    "SELECT id, run_id, version, name, direction, outcome, attempt, sqlstate,"
+                    " error, started_at, finished_at FROM {schema}.history ORDER BY id"
+                )
+            ).fetchall()
+
+    # --- adopting a database golang-migrate ran ---------------------------------------------
+
+    def golang_migrate_version(self, table: str) -> int:
+        """The version golang-migrate's table (`schema_migrations`, or `schema.table`) is at;
+        refuses an empty or dirty one."""
+        what = f"--from-golang-migrate: {table}"
+        try:
+            with self.conn.cursor(row_factory=class_row(_GolangMigrateRow)) as cursor:
+                row = cursor.execute(
+                    sql.SQL("SELECT version, dirty FROM {} LIMIT 1").format(
+                        sql.Identifier(*table.split("."))
+                    )
+                ).fetchone()
+        except psycopg.errors.UndefinedTable:
+            raise ConfigError(f"--from-golang-migrate: table {table} not found") from None
+        if row is None:
+            raise ConfigError(f"{what} is empty (nothing applied)")
+        if row.dirty:
+            raise MigrationFailed(
+                f"golang-migrate's {table} is dirty at {row.version}; fix it first"
             )
-        ).fetchone()
-        return (str(row[0]), str(row[1])) if row else None
+        return row.version
+
+
+def _scalar(
+    conn: psycopg.Connection[Any], query: str | sql.Composed, params: Sequence[object] = ()
+) -> object:
+    """The one value a query returns (None when it returns no row)."""
+    row = conn.execute(query, params).fetchone()
+    return row[0] if row else None
 
 
 # --- the advisory lock ----------------------------------------------------------------
@@ -365,8 +432,7 @@ class LockHolder:
 
 
 def try_advisory_lock(conn: psycopg.Connection[Any], key: int) -> bool:
-    row = conn.execute("SELECT pg_try_advisory_lock(%s)", [key]).fetchone()
-    return bool(row and row[0])
+    return _scalar(conn, "SELECT pg_try_advisory_lock(%s)", [key]) is True
 
 
 def advisory_unlock(conn: psycopg.Connection[Any], key: int) -> None:
@@ -375,16 +441,16 @@ def advisory_unlock(conn: psycopg.Connection[Any], key: int) -> None:
 
 def advisory_holder(conn: psycopg.Connection[Any], key: int) -> LockHolder | None:
     """Who holds our advisory lock, so a waiting run can name it (bigint keys split in two)."""
-    row = conn.execute(
-        "SELECT l.pid, coalesce(a.application_name, ''), a.backend_start"
-        " FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid"
-        " WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1"
-        " AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
-        " AND l.classid::bigint = ((%s::bigint >> 32) & 4294967295)"
-        " AND l.objid::bigint = (%s::bigint & 4294967295)",
-        [key, key],
-    ).fetchone()
-    return LockHolder(int(row[0]), str(row[1]), row[2]) if row else None
+    with conn.cursor(row_factory=class_row(LockHolder)) as cursor:
+        return cursor.execute(
+            "SELECT l.pid, coalesce(a.application_name, '') AS application_name, a.backend_start"
+            " FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid"
+            " WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1"
+            " AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+            " AND l.classid::bigint = ((%s::bigint >> 32) & 4294967295)"
+            " AND l.objid::bigint = (%s::bigint & 4294967295)",
+            [key, key],
+        ).fetchone()
 
 
 def acquire_advisory_lock(conn: psycopg.Connection[Any], key: int, wait_seconds: float) -> bool:

@@ -9,7 +9,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
+from psycopg import sql
+from psycopg.rows import class_row
 
+from migrate_safe.catalog import application_schema
 from migrate_safe.statements import Relation
 
 
@@ -26,9 +29,15 @@ class HeldLock:
 
 # Table lock modes from weakest to strongest (PostgreSQL docs, "Table-Level Locks").
 MODE_STRENGTH = [
-    "AccessShareLock", "RowShareLock", "RowExclusiveLock", "ShareUpdateExclusiveLock",
-    "ShareLock", "ShareRowExclusiveLock", "ExclusiveLock", "AccessExclusiveLock",
-]  # fmt: skip
+    "AccessShareLock",
+    "RowShareLock",
+    "RowExclusiveLock",
+    "ShareUpdateExclusiveLock",
+    "ShareLock",
+    "ShareRowExclusiveLock",
+    "ExclusiveLock",
+    "AccessExclusiveLock",
+]
 
 
 def strongest(locks: set[HeldLock]) -> list[HeldLock]:
@@ -56,17 +65,20 @@ def own_relation_locks(conn: psycopg.Connection[Any], ledger_schema: str) -> set
     Locks only accumulate inside a transaction, so the difference before and after a
     statement is exactly what that statement took.
     """
-    rows = conn.execute(
-        "SELECT coalesce(n.nspname || '.' || c.relname, 'oid ' || l.relation::text), l.mode"
+    # A relation the catalog does not show (yet) is named by its oid.
+    query = sql.SQL(
+        "SELECT coalesce(n.nspname || '.' || c.relname, 'oid ' || l.relation::text) AS relation,"
+        " l.mode"
         " FROM pg_locks l"
         " LEFT JOIN pg_class c ON c.oid = l.relation"
         " LEFT JOIN pg_namespace n ON n.oid = c.relnamespace"
         " WHERE l.pid = pg_backend_pid() AND l.locktype = 'relation' AND l.granted"
-        " AND coalesce(n.nspname, '') NOT IN ('pg_catalog', 'information_schema', %s)"
-        " AND coalesce(n.nspname, '') NOT LIKE 'pg_toast%%'",
-        [ledger_schema],
-    ).fetchall()
-    return {HeldLock(str(r[0]), str(r[1])) for r in rows}
+        " AND {application}"
+    ).format(
+        application=application_schema(sql.SQL("coalesce(n.nspname, '')"), ledger=ledger_schema)
+    )
+    with conn.cursor(row_factory=class_row(HeldLock)) as cursor:
+        return set(cursor.execute(query).fetchall())
 
 
 def resolve_relations(conn: psycopg.Connection[Any], relations: AbstractSet[Relation]) -> list[int]:
@@ -79,7 +91,7 @@ def resolve_relations(conn: psycopg.Connection[Any], relations: AbstractSet[Rela
         " WHERE to_regclass(name) IS NOT NULL",
         [names],
     ).fetchall()
-    return [int(r[0]) for r in rows]
+    return [int(oid) for (oid,) in rows]
 
 
 def long_lock_holders(
@@ -92,16 +104,17 @@ def long_lock_holders(
     """
     if not relation_oids:
         return []
-    rows = conn.execute(
-        "SELECT l.pid, coalesce(a.application_name, ''), n.nspname || '.' || c.relname, l.mode,"
-        " extract(epoch FROM clock_timestamp() - a.xact_start)::float8"
-        " FROM pg_locks l"
-        " JOIN pg_stat_activity a ON a.pid = l.pid"
-        " JOIN pg_class c ON c.oid = l.relation"
-        " JOIN pg_namespace n ON n.oid = c.relnamespace"
-        " WHERE l.relation = ANY(%s::oid[]) AND l.granted AND l.pid <> pg_backend_pid()"
-        " AND a.xact_start < clock_timestamp() - make_interval(secs => %s)"
-        " ORDER BY a.xact_start",
-        [relation_oids, older_than_seconds],
-    ).fetchall()
-    return [Blocker(int(r[0]), str(r[1]), str(r[2]), str(r[3]), float(r[4])) for r in rows]
+    with conn.cursor(row_factory=class_row(Blocker)) as cursor:
+        return cursor.execute(
+            "SELECT l.pid, coalesce(a.application_name, '') AS application_name,"
+            " n.nspname || '.' || c.relname AS relation, l.mode,"
+            " extract(epoch FROM clock_timestamp() - a.xact_start)::float8 AS transaction_seconds"
+            " FROM pg_locks l"
+            " JOIN pg_stat_activity a ON a.pid = l.pid"
+            " JOIN pg_class c ON c.oid = l.relation"
+            " JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE l.relation = ANY(%s::oid[]) AND l.granted AND l.pid <> pg_backend_pid()"
+            " AND a.xact_start < clock_timestamp() - make_interval(secs => %s)"
+            " ORDER BY a.xact_start",
+            [relation_oids, older_than_seconds],
+        ).fetchall()

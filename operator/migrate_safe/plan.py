@@ -10,7 +10,8 @@ from dataclasses import dataclass
 
 from migrate_safe.errors import ConfigError, MigrationFailed, RollbackFailed
 from migrate_safe.ledger import AppliedRow
-from migrate_safe.source import Migration, Script, Source, script_from_text
+from migrate_safe.scanner import Migration, Script
+from migrate_safe.source import Source, script_from_text
 
 
 @dataclass(frozen=True)

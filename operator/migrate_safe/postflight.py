@@ -4,6 +4,7 @@ fingerprint recorded (and compared with an expected one when given)."""
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
 import psycopg
@@ -11,8 +12,8 @@ import psycopg
 from migrate_safe.fingerprint import Fingerprint, fingerprint, other_major
 from migrate_safe.health import count_orphans, invalid_indexes, unvalidated_constraints
 from migrate_safe.ledger import Ledger
+from migrate_safe.outcome import FAIL, PASS, WARN, Check, Evidence
 from migrate_safe.plan import LedgerState
-from migrate_safe.preflight import FAIL, PASS, WARN, Check
 
 
 def postflight(
@@ -60,8 +61,8 @@ def _unvalidated(conn: psycopg.Connection[Any]) -> list[Check]:
     only needs one. CHECKs (and NOT NULLs, NOT VALID from 18) only warn."""
     found = unvalidated_constraints(conn)
     keys = [u for u in found if u.kind == "foreign key"]
-    counted = [
-        {**u.__dict__, "orphan_rows": count_orphans(conn, u.table, u.constraint)} for u in keys
+    counted: list[Evidence] = [
+        {**asdict(u), "orphan_rows": count_orphans(conn, u.table, u.constraint)} for u in keys
     ]
     orphaned = [c for c in counted if c["orphan_rows"]]
     if orphaned:
@@ -79,21 +80,23 @@ def _unvalidated(conn: psycopg.Connection[Any]) -> list[Check]:
         )
     else:
         fk = Check("UnvalidatedForeignKeys", PASS, "every foreign key is validated")
-    checks = [u.__dict__ for u in found if u.kind in ("check", "not null")]
-    summary = ", ".join(f"{c['table']}.{c['constraint']}" for c in checks)
+    checks = [u for u in found if u.kind in ("check", "not null")]
+    names = ", ".join(f"{u.table}.{u.constraint}" for u in checks)
     check = Check(
-        "UnvalidatedChecks", WARN if checks else PASS,
-        f"NOT VALID checks: {summary}" if checks else "every check constraint is validated",
-        checks,
-    )  # fmt: skip
+        "UnvalidatedChecks",
+        WARN if checks else PASS,
+        f"NOT VALID checks: {names}" if checks else "every check constraint is validated",
+        [asdict(u) for u in checks],
+    )
     return [fk, check]
 
 
 def _invalid_indexes(conn: psycopg.Connection[Any]) -> Check:
-    found: list[dict[str, Any]] = list(invalid_indexes(conn))
+    found = invalid_indexes(conn)
     if found:
-        names = ", ".join(f["index"] for f in found)
-        return Check("InvalidIndexes", FAIL, f"invalid indexes: {names}", found)
+        names = ", ".join(index.index for index in found)
+        evidence: list[Evidence] = [asdict(index) for index in found]
+        return Check("InvalidIndexes", FAIL, f"invalid indexes: {names}", evidence)
     return Check("InvalidIndexes", PASS, "no invalid indexes")
 
 

@@ -10,13 +10,16 @@ and every query on that table would queue behind the ALTER.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import psycopg
+from psycopg import sql
+from psycopg.rows import dict_row
 
+from migrate_safe.catalog import application_schema
 from migrate_safe.config import Redactor
 from migrate_safe.errors import ConfigError
 from migrate_safe.fingerprint import fingerprint, major_of, other_major
@@ -24,11 +27,11 @@ from migrate_safe.health import invalid_indexes, unvalidated_constraints
 from migrate_safe.ledger import Ledger
 from migrate_safe.lint import Finding, Severity, refusal
 from migrate_safe.locks import resolve_relations
+from migrate_safe.outcome import FAIL, PASS, WARN, Check, Evidence
 from migrate_safe.plan import LedgerState
-from migrate_safe.source import Migration
+from migrate_safe.scanner import Migration
+from migrate_safe.session import local_timeouts
 from migrate_safe.statements import Relation
-
-PASS, WARN, FAIL = "pass", "warn", "fail"
 
 # What a problem found by each check counts as, unless configured otherwise.
 DEFAULT_SEVERITY: dict[str, str] = {
@@ -52,7 +55,7 @@ DEFAULT_SEVERITY: dict[str, str] = {
 OLDEST_SUPPORTED = 130000
 # What gets a run past the Lint check without touching the files or the settings.
 LINT_OVERRIDE_FLAGS = "`--warn-on Lint`, or for apply and run `--force`"
-CATALOG_LOCK_TIMEOUT = "2s"
+CATALOG_LOCK_TIMEOUT = 2.0  # seconds
 
 
 @dataclass(frozen=True)
@@ -72,22 +75,6 @@ class PreflightConfig:
         if unknown:
             known = ", ".join(sorted(DEFAULT_SEVERITY))
             raise ConfigError(f"{what}: unknown check(s) {', '.join(unknown)} (known: {known})")
-
-
-@dataclass
-class Check:
-    name: str
-    status: str
-    summary: str
-    evidence: list[dict[str, Any]] = field(default_factory=list)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "status": self.status,
-            "summary": self.summary,
-            "evidence": self.evidence,
-        }
 
 
 _LITERAL = re.compile(r"'(?:[^']|'')*'|\b\d+(?:\.\d+)?\b")
@@ -146,33 +133,35 @@ class Preflight:
         """Preflight must never queue: a catalog function that needs a lock another session
         holds gives up after CATALOG_LOCK_TIMEOUT and the check says so."""
         try:
-            with self.conn.transaction():
-                self.conn.execute(
-                    "SELECT set_config('lock_timeout', %s, true)", [CATALOG_LOCK_TIMEOUT]
-                )
+            with local_timeouts(self.conn, lock_timeout=CATALOG_LOCK_TIMEOUT):
                 check()
         except psycopg.errors.LockNotAvailable:
-            self.checks.append(
-                Check(
-                    name, WARN,
-                    f"could not read the catalog within {CATALOG_LOCK_TIMEOUT}: another "
-                    "session holds a lock on a relation (see LongTransactionOnTouchedTable)",
-                )
-            )  # fmt: skip
+            summary = (
+                f"could not read the catalog within {CATALOG_LOCK_TIMEOUT:g}s: another session "
+                "holds a lock on a relation (see LongTransactionOnTouchedTable)"
+            )
+            self.checks.append(Check(name, WARN, summary))
 
-    def _add(self, name: str, problem: bool, summary: str, evidence: list[dict[str, Any]]) -> None:
+    def _add(self, name: str, problem: bool, summary: str, evidence: Sequence[Evidence]) -> None:
         status = self.config.severity_of(name) if problem else PASS
-        self.checks.append(Check(name, status, summary, evidence))
+        self.checks.append(Check(name, status, summary, list(evidence)))
+
+    def _rows(
+        self, query: str | sql.Composed, params: Sequence[object] = ()
+    ) -> list[dict[str, Any]]:
+        """The rows of a catalog query, by column name."""
+        with self.conn.cursor(row_factory=dict_row) as cursor:
+            return cursor.execute(query, params).fetchall()
 
     # --- the checks -----------------------------------------------------------------------
 
     def _server_version(self) -> None:
         # A standby is read-only: DDL would fail after the backup and the waiting.
-        row = self.conn.execute("SELECT version(), pg_is_in_recovery()").fetchone()
+        (row,) = self._rows("SELECT version(), pg_is_in_recovery() AS in_recovery")
         version = self.conn.info.server_version
-        in_recovery = bool(row and row[1])
+        in_recovery = bool(row["in_recovery"])
         too_old = version < OLDEST_SUPPORTED
-        summary = str(row[0]).split(" on ")[0] if row else "unknown"
+        summary = str(row["version"]).split(" on ")[0]
         if in_recovery:
             summary += "; connected to a standby (read-only): point at the primary"
         elif too_old:
@@ -180,26 +169,31 @@ class Preflight:
         self._add("ServerVersion", in_recovery or too_old, summary, [{"server_version": version}])
 
     def _ledger(self) -> None:
-        dirty = [{"version": r.version, "name": r.name} for r in self.state.dirty]
+        dirty = self.state.dirty
+        versions = ", ".join(str(row.version) for row in dirty)
         self._add(
-            "LedgerDirty", bool(dirty),
-            f"dirty version(s): {', '.join(str(d['version']) for d in dirty)}; run force or repair"
-            if dirty else "no dirty versions",
-            dirty,
-        )  # fmt: skip
+            "LedgerDirty",
+            bool(dirty),
+            f"dirty version(s): {versions}; run force or repair" if dirty else "no dirty versions",
+            [{"version": row.version, "name": row.name} for row in dirty],
+        )
         mismatches = self.state.checksum_mismatches
         self._add(
-            "ChecksumDrift", bool(mismatches),
+            "ChecksumDrift",
+            bool(mismatches),
             "; ".join(m.describe() for m in mismatches) or "applied files unchanged",
-            [m.__dict__ for m in mismatches],
-        )  # fmt: skip
+            [asdict(m) for m in mismatches],
+        )
         missing = self.state.missing_from_source
+        listed = ", ".join(map(str, missing))
         self._add(
-            "MissingFromSource", bool(missing),
-            f"applied but not in the source: {', '.join(map(str, missing))}"
-            if missing else "every applied version is in the source",
+            "MissingFromSource",
+            bool(missing),
+            f"applied but not in the source: {listed}"
+            if missing
+            else "every applied version is in the source",
             [{"version": v} for v in missing],
-        )  # fmt: skip
+        )
 
     def _pending(self) -> None:
         versions = [m.version for m in self.pending]
@@ -224,85 +218,87 @@ class Preflight:
 
     def _long_transactions(self) -> None:
         # Old transactions hold back vacuum and may hold locks a migration needs.
-        rows = self.conn.execute(
-            "SELECT pid, coalesce(application_name, ''), coalesce(usename::text, ''), state,"
-            " extract(epoch FROM clock_timestamp() - xact_start)::float8, query"
+        rows = self._rows(
+            "SELECT pid, coalesce(application_name, '') AS application_name,"
+            " coalesce(usename::text, '') AS user, state,"
+            " extract(epoch FROM clock_timestamp() - xact_start)::float8 AS transaction_seconds,"
+            " query"
             " FROM pg_stat_activity"
             " WHERE datname = current_database() AND pid <> pg_backend_pid()"
             " AND backend_type = 'client backend' AND xact_start IS NOT NULL"
             " AND xact_start < clock_timestamp() - make_interval(secs => %s)"
             " ORDER BY xact_start",
             [self.config.long_transaction_seconds],
-        ).fetchall()
+        )
         evidence = [
             {
-                "pid": r[0], "application_name": r[1], "user": r[2], "state": r[3],
-                "transaction_seconds": round(float(r[4]), 1),
-                "query": query_prefix(r[5], self.redact),
+                **row,
+                "transaction_seconds": round(row["transaction_seconds"], 1),
+                "query": query_prefix(row["query"], self.redact),
             }
-            for r in rows
-        ]  # fmt: skip
+            for row in rows
+        ]
         limit = self.config.long_transaction_seconds
         self._add(
-            "LongTransactions", bool(rows),
+            "LongTransactions",
+            bool(rows),
             f"{len(rows)} transaction(s) older than {limit:g}s: " + _sessions(evidence)
-            if rows else f"no transaction older than {limit:g}s",
+            if rows
+            else f"no transaction older than {limit:g}s",
             evidence,
-        )  # fmt: skip
+        )
 
     def _idle_in_transaction(self) -> None:
         # Idle-in-transaction sessions keep their locks and have no query to cancel.
-        rows = self.conn.execute(
-            "SELECT pid, coalesce(application_name, ''),"
-            " extract(epoch FROM clock_timestamp() - state_change)::float8"
+        rows = self._rows(
+            "SELECT pid, coalesce(application_name, '') AS application_name,"
+            " extract(epoch FROM clock_timestamp() - state_change)::float8 AS idle_seconds"
             " FROM pg_stat_activity WHERE datname = current_database()"
             " AND state LIKE 'idle in transaction%%' AND pid <> pg_backend_pid()"
             " AND state_change < clock_timestamp() - make_interval(secs => %s)",
             [self.config.idle_in_transaction_seconds],
-        ).fetchall()
-        evidence = [
-            {"pid": r[0], "application_name": r[1], "idle_seconds": round(float(r[2]), 1)}
-            for r in rows
-        ]
+        )
+        evidence = [{**row, "idle_seconds": round(row["idle_seconds"], 1)} for row in rows]
         self._add(
-            "IdleInTransaction", bool(rows),
+            "IdleInTransaction",
+            bool(rows),
             f"{len(rows)} session(s) idle in transaction: " + _sessions(evidence)
-            if rows else "no session idle in transaction",
+            if rows
+            else "no session idle in transaction",
             evidence,
-        )  # fmt: skip
+        )
 
     def _blocking_locks(self) -> None:
         # pg_blocking_pids sees relation-level waits too (the DDL lock queue), unlike
         # joins on transactionid alone.
-        rows = self.conn.execute(
-            "SELECT a.pid, coalesce(a.application_name, ''),"
-            " extract(epoch FROM clock_timestamp() - a.query_start)::float8,"
-            " b.pid, coalesce(b.application_name, ''), b.state, b.query"
+        rows = self._rows(
+            "SELECT a.pid AS waiting_pid,"
+            " coalesce(a.application_name, '') AS waiting_application_name,"
+            " extract(epoch FROM clock_timestamp() - a.query_start)::float8 AS waiting_seconds,"
+            " b.pid AS blocking_pid,"
+            " coalesce(b.application_name, '') AS blocking_application_name,"
+            " b.state AS blocking_state, b.query AS blocking_query"
             " FROM pg_stat_activity a"
             " CROSS JOIN LATERAL unnest(pg_blocking_pids(a.pid)) AS blocker(pid)"
             " JOIN pg_stat_activity b ON b.pid = blocker.pid"
             " WHERE a.datname = current_database() AND a.wait_event_type = 'Lock'"
             " AND a.query_start < clock_timestamp() - make_interval(secs => %s)",
             [self.config.blocked_seconds],
-        ).fetchall()
+        )
         evidence = [
             {
-                "waiting_pid": r[0], "waiting_application_name": r[1],
-                "waiting_seconds": round(float(r[2]), 1), "blocking_pid": r[3],
-                "blocking_application_name": r[4], "blocking_state": r[5],
-                "blocking_query": query_prefix(r[6], self.redact),
+                **row,
+                "waiting_seconds": round(row["waiting_seconds"], 1),
+                "blocking_query": query_prefix(row["blocking_query"], self.redact),
             }
-            for r in rows
-        ]  # fmt: skip
-        self._add(
-            "BlockingLocks", bool(rows),
-            "; ".join(
-                f"pid {e['waiting_pid']} waits {e['waiting_seconds']}s for pid {e['blocking_pid']}"
-                f" ({e['blocking_application_name'] or 'no name'})"
-                for e in evidence
-            ) or "no session is waiting on a lock",
-            evidence,
-        )  # fmt: skip
+            for row in rows
+        ]
+        waits = "; ".join(
+            f"pid {e['waiting_pid']} waits {e['waiting_seconds']}s for pid {e['blocking_pid']}"
+            f" ({e['blocking_application_name'] or 'no name'})"
+            for e in evidence
+        )
+        self._add("BlockingLocks", bool(rows), waits or "no session is waiting on a lock", evidence)
 
     def touched(self) -> set[Relation]:
         found: set[Relation] = set()
@@ -312,104 +308,107 @@ class Preflight:
 
     def _touched_relations(self) -> None:
         oids = resolve_relations(self.conn, self.touched())
-        rows = self.conn.execute(
-            "SELECT l.pid, coalesce(a.application_name, ''), l.relation::regclass::text, l.mode,"
-            " l.granted, extract(epoch FROM clock_timestamp() - a.xact_start)::float8, a.query"
+        rows = self._rows(
+            "SELECT l.pid, coalesce(a.application_name, '') AS application_name,"
+            " l.relation::regclass::text AS relation, l.mode, l.granted,"
+            " extract(epoch FROM clock_timestamp() - a.xact_start)::float8"
+            " AS transaction_seconds, a.query"
             " FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
             " WHERE l.relation = ANY(%s::oid[]) AND l.pid <> pg_backend_pid()"
             " AND ((l.granted AND a.xact_start < clock_timestamp() - make_interval(secs => %s))"
             " OR (NOT l.granted AND a.query_start < clock_timestamp() - make_interval(secs => %s)))"
             " ORDER BY a.xact_start",
             [oids, self.config.long_transaction_seconds, self.config.blocked_seconds],
-        ).fetchall()
+        )
         evidence = [
             {
-                "pid": r[0], "application_name": r[1], "relation": r[2], "mode": r[3],
-                "granted": r[4], "transaction_seconds": round(float(r[5] or 0), 1),
-                "query": query_prefix(r[6], self.redact),
+                **row,
+                "transaction_seconds": round(row["transaction_seconds"] or 0.0, 1),
+                "query": query_prefix(row["query"], self.redact),
             }
-            for r in rows
-        ]  # fmt: skip
+            for row in rows
+        ]
         names = ", ".join(sorted(str(r) for r in self.touched())) or "none"
+        holders = "; ".join(
+            f"pid {e['pid']} ({e['application_name'] or 'no name'}) "
+            f"{'holds' if e['granted'] else 'waits for'} {e['mode']} on {e['relation']} "
+            f"in a {e['transaction_seconds']}s transaction"
+            for e in evidence
+        )
         self._add(
-            "LongTransactionOnTouchedTable", bool(rows),
-            "; ".join(
-                f"pid {e['pid']} ({e['application_name'] or 'no name'}) "
-                f"{'holds' if e['granted'] else 'waits for'} {e['mode']} on {e['relation']} "
-                f"in a {e['transaction_seconds']}s transaction"
-                for e in evidence
-            ) or f"no long transaction on the touched relations ({names})",
+            "LongTransactionOnTouchedTable",
+            bool(rows),
+            holders or f"no long transaction on the touched relations ({names})",
             evidence,
-        )  # fmt: skip
+        )
 
     def _sizes(self) -> None:
         # Rewrites need up to twice a table's size in free disk, and their WAL reaches standbys.
         # Sizes come from relpages (as of the last VACUUM/ANALYZE): the size functions would
         # lock each table, and preflight must not queue behind anyone.
-        database = self.conn.execute("SELECT pg_database_size(current_database())").fetchone()
-        schemas = self.conn.execute(
-            "SELECT n.nspname, sum(c.relpages)::bigint * current_setting('block_size')::bigint"
-            " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
-            " WHERE c.relkind IN ('r', 'm', 'p', 'i') AND n.nspname NOT IN"
-            " ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_'"
-            " GROUP BY 1 ORDER BY 2 DESC"
-        ).fetchall()
+        (database,) = self._rows("SELECT pg_database_size(current_database()) AS database_bytes")
+        schemas = self._rows(
+            sql.SQL(
+                "SELECT n.nspname AS schema,"
+                " sum(c.relpages)::bigint * current_setting('block_size')::bigint"
+                " AS bytes_estimate"
+                " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+                " WHERE c.relkind IN ('r', 'm', 'p', 'i') AND {application}"
+                " GROUP BY 1 ORDER BY 2 DESC"
+            ).format(application=application_schema())
+        )
         oids = resolve_relations(self.conn, self.touched())
-        tables = self.conn.execute(
-            "SELECT c.oid::regclass::text, (c.relpages + coalesce(t.relpages, 0)"
+        tables = self._rows(
+            "SELECT c.oid::regclass::text AS table, (c.relpages + coalesce(t.relpages, 0)"
             " + coalesce((SELECT sum(i.relpages) FROM pg_index x JOIN pg_class i"
             " ON i.oid = x.indexrelid WHERE x.indrelid = c.oid), 0))::bigint"
-            " * current_setting('block_size')::bigint, c.reltuples::bigint"
+            " * current_setting('block_size')::bigint AS bytes_estimate,"
+            " c.reltuples::bigint AS rows_estimate"
             " FROM pg_class c LEFT JOIN pg_class t ON t.oid = c.reltoastrelid"
             " WHERE c.oid = ANY(%s::oid[]) AND c.relkind IN ('r', 'p', 'm')",
             [oids],
-        ).fetchall()
-        total = int(database[0]) if database else 0
-        evidence: list[dict[str, Any]] = [{"database_bytes": total}]
-        evidence += [{"schema": r[0], "bytes_estimate": int(r[1])} for r in schemas]
-        evidence += [
-            {"table": r[0], "bytes_estimate": int(r[1]), "rows_estimate": r[2]} for r in tables
-        ]
+        )
+        total = int(database["database_bytes"])
+        evidence: list[Evidence] = [database, *schemas, *tables]
         self.checks.append(Check("DatabaseSize", PASS, f"database {_bytes(total)}", evidence))
 
     def _replication(self) -> None:
         # Large rewrites produce WAL; lagging standbys fall further behind.
-        rows = self.conn.execute(
-            "SELECT application_name, client_addr::text, state,"
-            " extract(epoch FROM replay_lag)::float8,"
-            " pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn)::bigint"
+        rows = self._rows(
+            "SELECT application_name AS standby, client_addr::text AS address, state,"
+            " extract(epoch FROM replay_lag)::float8 AS replay_lag_seconds,"
+            " pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn)::bigint AS replay_lag_bytes"
             " FROM pg_stat_replication"
-        ).fetchall()
-        evidence = [
-            {"standby": r[0], "address": r[1], "state": r[2], "replay_lag_seconds": r[3],
-             "replay_lag_bytes": r[4]}
-            for r in rows
-        ]  # fmt: skip
+        )
         limit = self.config.replication_lag_seconds
-        lagging = [e for e in evidence if (e["replay_lag_seconds"] or 0) > limit]
+        lagging = [row for row in rows if (row["replay_lag_seconds"] or 0) > limit]
         if not rows:
             summary = "no standbys"
         else:
             summary = f"{len(rows)} standby(s), {len(lagging)} lagging more than {limit:g}s"
-        self._add("ReplicationLag", bool(lagging), summary, evidence)
+        self._add("ReplicationLag", bool(lagging), summary, rows)
 
     def _existing_invalid_indexes(self) -> None:
         found = invalid_indexes(self.conn)
+        names = ", ".join(index.index for index in found)
         self._add(
-            "InvalidIndexes", bool(found),
-            "invalid indexes (a failed concurrent build?): "
-            + ", ".join(f["index"] for f in found) if found else "no invalid indexes",
-            list(found),
-        )  # fmt: skip
+            "InvalidIndexes",
+            bool(found),
+            f"invalid indexes (a failed concurrent build?): {names}"
+            if found
+            else "no invalid indexes",
+            [asdict(index) for index in found],
+        )
 
     def _existing_unvalidated_constraints(self) -> None:
         found = unvalidated_constraints(self.conn)
+        names = ", ".join(f"{u.table}.{u.constraint}" for u in found)
         self._add(
-            "UnvalidatedConstraints", bool(found),
-            "NOT VALID constraints: " + ", ".join(f"{u.table}.{u.constraint}" for u in found)
-            if found else "every constraint is validated",
-            [u.__dict__ for u in found],
-        )  # fmt: skip
+            "UnvalidatedConstraints",
+            bool(found),
+            f"NOT VALID constraints: {names}" if found else "every constraint is validated",
+            [asdict(u) for u in found],
+        )
 
     def _schema_drift(self) -> None:
         recorded = self.ledger.last_fingerprint() if self.ledger.exists() else None
@@ -432,12 +431,14 @@ class Preflight:
             return
         drifted = now != expected
         self._add(
-            "SchemaDrift", drifted,
+            "SchemaDrift",
+            drifted,
             f"schema changed outside migrate-safe since run {run_id} (fingerprint {now[:12]}, "
             f"recorded {expected[:12]}); see `migrate-safe fingerprint --json`"
-            if drifted else "schema matches the fingerprint of the last run",
+            if drifted
+            else "schema matches the fingerprint of the last run",
             evidence,
-        )  # fmt: skip
+        )
 
     def _lint(self) -> None:
         """Dangerous statements in the pending files (suppressed findings are not counted;
@@ -457,7 +458,7 @@ class Preflight:
             self.checks.append(Check("Lint", PASS, "no lint errors or warnings", evidence))
 
 
-def _sessions(evidence: list[dict[str, Any]]) -> str:
+def _sessions(evidence: Sequence[Evidence]) -> str:
     return ", ".join(
         f"pid {e['pid']} ({e['application_name'] or 'no name'})" for e in evidence[:5]
     ) + (f" and {len(evidence) - 5} more" if len(evidence) > 5 else "")

@@ -10,21 +10,15 @@ import json
 import os
 import sys
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar
 
 from migrate_safe.config import Redactor
-from migrate_safe.results import (
-    BackupInfo,
-    CheckProblem,
-    ErrorInfo,
-    LedgerView,
-    PhaseResult,
-    PlannedMigration,
-    PublishedPlan,
-)
+from migrate_safe.outcome import FinishedRun, JsonObject, RunReport
+from migrate_safe.results import PhaseResult
 
 TERMINATION_LIMIT = 4096
 
@@ -61,7 +55,7 @@ class Reporter:
         except OSError as error:
             self.log_problem = f"--log-dir {self.log_dir}: cannot write: {error.strerror}"
 
-    def _dumps(self, document: dict[str, Any]) -> str:
+    def _dumps(self, document: Mapping[str, Any]) -> str:
         return self.redact(json.dumps(document, default=str, sort_keys=False))
 
     def event(self, kind: str, /, **fields: Any) -> None:
@@ -92,52 +86,50 @@ class Reporter:
     def _print_json_or_text(self, text: str) -> None:
         print(self.redact(text), file=self.out or sys.stdout, flush=True)
 
-    def finish(self, exit_code: int, outcome: str, body: dict[str, Any]) -> Path | None:
-        """Write the JSON report and the termination message; print JSON when asked."""
-        finished = utcnow()
-        report = {
-            "command": self.command,
-            "run_id": self.run_id,
-            "outcome": outcome,
-            "exit_code": exit_code,
-            "started_at": self.started_at.isoformat(),
-            "finished_at": finished.isoformat(),
-            "duration_ms": round((finished - self.started_at).total_seconds() * 1000),
-            **body,
-        }
-        path = self._write_report(report)
-        state = {k: body[k] for k in ("current_version", "dirty") if k in body}
+    def finish(self, exit_code: int, outcome: str, run: RunReport) -> Path | None:
+        """Render the run once: the JSON report, the `run_finished` event, the termination
+        message, and the JSON on stdout when asked."""
+        finished = FinishedRun(
+            self.command, self.run_id, outcome, exit_code, self.started_at, utcnow(), run
+        )
+        document = finished.to_json()
+        path = self._write_report(document)
+        state: dict[str, object] = {}
+        if run.ledger is not None:
+            state.update(current_version=run.ledger.current_version)
+            if run.ledger.details is not None:
+                state.update(dirty=bool(run.ledger.dirty_versions))
         self.event("run_finished", outcome=outcome, exit_code=exit_code, report=str(path), **state)
-        self._write_termination(report)
+        self._write_termination(finished)
         if self.json_output:
-            self._print_json_or_text(json.dumps(json.loads(self._dumps(report)), indent=2))
+            self._print_json_or_text(json.dumps(json.loads(self._dumps(document)), indent=2))
         return path
 
-    def _write_report(self, report: dict[str, Any]) -> Path | None:
+    def _write_report(self, document: JsonObject) -> Path | None:
         if self.log_problem:
             return None
         stamp = self.started_at.strftime("%Y%m%dT%H%M%SZ")
         path = self.log_dir / f"{self.command}-{stamp}-{self.run_id}.json"
         try:
-            path.write_text(self._dumps(report) + "\n", encoding="utf-8")
+            path.write_text(self._dumps(document) + "\n", encoding="utf-8")
         except OSError as error:
             self.progress(f"warning: cannot write the report {path}: {error.strerror}")
             return None
         return path
 
-    def _write_termination(self, report: dict[str, Any]) -> None:
+    def _write_termination(self, finished: FinishedRun) -> None:
         target = self.termination_log
         if target is None:
             return
         try:
-            target.write_text(self._summary(report), encoding="utf-8")
+            target.write_text(self._summary(finished), encoding="utf-8")
         except OSError as error:
             self.progress(f"warning: cannot write termination log {target}: {error.strerror}")
 
-    def _summary(self, report: dict[str, Any]) -> str:
+    def _summary(self, finished: FinishedRun) -> str:
         """A ≤ 4 KiB digest for the kubelet to copy into the pod status: what the operator
         needs to decide its next step (results.PhaseResult), never the whole report."""
-        summary = digest(report)
+        summary = digest(finished)
         text = self._dumps(summary.to_json())
         while len(text.encode()) > TERMINATION_LIMIT:
             shorter = _shrink(summary)
@@ -148,82 +140,11 @@ class Reporter:
         return text
 
 
-def digest(report: dict[str, Any]) -> PhaseResult:
-    """The typed result of a run, from its JSON report."""
-    error = report.get("error")
-    return PhaseResult(
-        command=str(report["command"]),
-        outcome=str(report["outcome"]),
-        exit_code=int(report["exit_code"]),
-        run_id=str(report.get("run_id", "")),
-        ledger=_ledger_view(report),
-        fingerprint=report.get("fingerprint"),
-        plan_hash=report.get("plan_hash"),
-        applied=tuple(entry["version"] for entry in report.get("applied", [])),
-        rolled_back=tuple(entry["version"] for entry in report.get("rolled_back", [])),
-        preflight_problems=_problems(report, "preflight"),
-        postflight_problems=_problems(report, "postflight"),
-        backup=_backup(report.get("backup")),
-        plan=_plan(report.get("plan")),
-        error=_error(error) if error else None,
-    )
-
-
-def _ledger_view(report: dict[str, Any]) -> LedgerView | None:
-    if "current_version" not in report:
-        return None  # this command did not read the ledger
-    pending = [int(v) for v in report.get("pending", [])]
-    return LedgerView(
-        current_version=report["current_version"],
-        latest_version=report.get("latest_version"),
-        pending_count=len(pending),
-        pending=tuple(pending),
-        missing_from_source=tuple(report.get("missing_from_source", [])),
-        dirty_versions=tuple(report.get("dirty_versions", [])),
-    )
-
-
-def _problems(report: dict[str, Any], phase: str) -> tuple[CheckProblem, ...]:
-    checks = report.get(phase, {}).get("checks", [])
-    return tuple(
-        CheckProblem(c["name"], c["status"], str(c["summary"])[:300])
-        for c in checks
-        if c["status"] != "pass"
-    )
-
-
-def _backup(backup: dict[str, Any] | None) -> BackupInfo | None:
-    if not backup:
-        return None
-    return BackupInfo(
-        path=str(backup.get("path", "")),
-        size_bytes=int(backup.get("size_bytes") or 0),
-        sha256=str(backup.get("sha256", "")),
-        created_at=str(backup.get("created_at", "")),
-    )
-
-
-def _plan(plan: dict[str, Any] | None) -> PublishedPlan | None:
-    if not plan:
-        return None
-    migrations = tuple(
-        PlannedMigration(m["version"], m["name"], m["noTransaction"], tuple(m["locks"]))
-        for m in plan["migrations"]
-    )
-    return PublishedPlan(plan["hash"], plan["direction"], migrations, dict(plan["lint"]))
-
-
-def _error(error: dict[str, Any]) -> ErrorInfo:
-    details = error.get("details") or {}
-    return ErrorInfo(
-        message=str(error.get("message", ""))[:800],
-        transient=bool(error.get("transient", False)),
-        sqlstate=details.get("sqlstate"),
-        file=details.get("file"),
-        line=details.get("line"),
-        version=details.get("version"),
-        check=error.get("check"),
-    )
+def digest(run: FinishedRun | Mapping[str, Any]) -> PhaseResult:
+    """The typed result of a run: from the run itself, or from its JSON report (a report file
+    read back, or one written by hand in a test)."""
+    finished = run if isinstance(run, FinishedRun) else FinishedRun.from_json(run)
+    return finished.result()
 
 
 def _shrink(result: PhaseResult) -> PhaseResult | None:
@@ -254,7 +175,10 @@ def _shrink(result: PhaseResult) -> PhaseResult | None:
     return None
 
 
-def _half(items: tuple[Any, ...]) -> tuple[Any, ...]:
+T = TypeVar("T")
+
+
+def _half(items: tuple[T, ...]) -> tuple[T, ...]:
     return items[: len(items) // 2]
 
 

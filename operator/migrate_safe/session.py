@@ -1,4 +1,5 @@
-"""Database sessions: connecting with a redacted error, and the run-wide advisory lock."""
+"""Database sessions: connecting with a redacted error, timeouts, and the run-wide advisory
+lock."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ from contextlib import contextmanager
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
 from migrate_safe.config import Settings, describe_dsn
+from migrate_safe.durations import format_duration
 from migrate_safe.errors import DatabaseUnavailable, MigrationFailed
 from migrate_safe.ledger import (
     Ledger,
@@ -47,6 +50,40 @@ def connect(settings: Settings, purpose: str) -> Iterator[psycopg.Connection[Any
         yield conn
     finally:
         conn.close()
+
+
+def set_timeouts(
+    conn: psycopg.Connection[Any],
+    *,
+    lock_timeout: float,
+    statement_timeout: float | None = None,
+    local: bool,
+) -> None:
+    """Set lock_timeout (and statement_timeout) for the current transaction (`local`: as SET
+    LOCAL does, gone at its end) or for the session (until RESET)."""
+    values = {"lock_timeout": lock_timeout}
+    if statement_timeout is not None:
+        values["statement_timeout"] = statement_timeout
+    calls = sql.SQL(", ").join(
+        sql.SQL("set_config({}, {}, {})").format(
+            sql.Literal(name), sql.Literal(format_duration(seconds)), sql.Literal(local)
+        )
+        for name, seconds in values.items()
+    )
+    conn.execute(sql.SQL("SELECT {}").format(calls))  # one round trip
+
+
+@contextmanager
+def local_timeouts(
+    conn: psycopg.Connection[Any], *, lock_timeout: float, statement_timeout: float | None = None
+) -> Iterator[None]:
+    """A transaction whose queries give up waiting for a lock after `lock_timeout` (SQLSTATE
+    55P03, psycopg.errors.LockNotAvailable), the session's own settings untouched after it."""
+    with conn.transaction():
+        set_timeouts(
+            conn, lock_timeout=lock_timeout, statement_timeout=statement_timeout, local=True
+        )
+        yield
 
 
 @contextmanager

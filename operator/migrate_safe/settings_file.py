@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from types import NoneType, UnionType
@@ -27,11 +27,13 @@ DEFAULT_FILE = Path("migrate-safe.toml")
 KNOWN_TABLES = frozenset({"preflight", "backup", "lint", "verify"})
 
 Schema = TypeVar("Schema", bound="DataclassInstance")
+# The file's tables as TOML gives them: checked key by key where each is read (`read_section`).
+SettingsFile = Mapping[str, object]
 # What is wrong with a value of the right type ("must be above zero"), or None.
 ValueCheck = Callable[[Any], str | None]
 
 
-def load_settings_file(path: Path | None) -> dict[str, Any]:
+def load_settings_file(path: Path | None) -> SettingsFile:
     """The file's tables; an explicit path must exist, the default one may not."""
     target = path or DEFAULT_FILE
     if not target.exists():
@@ -54,8 +56,8 @@ def load_settings_file(path: Path | None) -> dict[str, Any]:
 
 
 def section(
-    settings: dict[str, Any], name: str, known: set[str], origin: Path | None
-) -> dict[str, Any]:
+    settings: SettingsFile, name: str, known: set[str], origin: Path | None
+) -> Mapping[str, object]:
     """One table of the file, refusing keys nobody reads (a typo would silently do nothing)."""
     table = settings.get(name, {})
     if not isinstance(table, dict):
@@ -93,7 +95,7 @@ def one_of(*choices: str) -> ValueCheck:
 
 
 def read_section(
-    settings: dict[str, Any], name: str, schema: type[Schema], origin: Path | None
+    settings: SettingsFile, name: str, schema: type[Schema], origin: Path | None
 ) -> Schema:
     """Table `name` of the file as a `schema` instance: unknown keys, values of the wrong type
     and values its checks refuse are config errors. Absent keys keep the schema's defaults."""

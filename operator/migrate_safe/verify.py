@@ -28,38 +28,13 @@ from migrate_safe.engine import Engine
 from migrate_safe.errors import ConfigError, MigrateSafeError
 from migrate_safe.fingerprint import Fingerprint, describe_diff, diff, fingerprint
 from migrate_safe.lint import LintConfig, lint_migrations
+from migrate_safe.outcome import FAIL, NOT_RUN, PASS, WARN, MigrationCheck
 from migrate_safe.plan import RollbackStep
 from migrate_safe.report import Reporter
+from migrate_safe.scanner import Migration
 from migrate_safe.session import connect, locked_ledger
-from migrate_safe.settings_file import DEFAULT_FILE, read_section, setting
-from migrate_safe.source import Migration
+from migrate_safe.settings_file import DEFAULT_FILE, SettingsFile, read_section, setting
 from migrate_safe.statements import SqlSyntaxError, split_statements
-
-PASS, WARN, FAIL, NOT_RUN = "pass", "warn", "fail", "not_run"
-
-
-@dataclass
-class MigrationCheck:
-    version: int
-    name: str
-    result: str = PASS  # pass | warn | fail | not_run
-    failed_step: str | None = None  # rehearsal | up | down | up again, when result is fail
-    fingerprint: str | None = None  # the schema after the up: F(i), to pin in postflight
-    up_ms: int = 0
-    down_ms: int = 0
-    locks: list[str] = field(default_factory=list)
-    lint: list[dict[str, Any]] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)
-
-    @property
-    def label(self) -> str:
-        return f"{self.version}_{self.name}"
-
-    def fail(self, step: str, problem: str) -> None:
-        self.result = FAIL
-        self.failed_step = self.failed_step or step
-        self.problems.append(problem)
-
 
 # --- where verify works ------------------------------------------------------------------------
 
@@ -91,7 +66,7 @@ class SetupFile:
 
 
 def setup_files(
-    flags: list[Path] | None, settings_file: dict[str, Any], config: Path | None
+    flags: list[Path] | None, settings_file: SettingsFile, config: Path | None
 ) -> list[SetupFile]:
     """The files of `--setup` (repeatable) or else of `[verify] setup`, read before any
     database is created so a wrong path fails fast; relative paths are from the current
@@ -304,9 +279,9 @@ class _Step:
             return
         rehearsal = self.engine.rehearse([self.migration])[0]
         found = {
-            f"{lock['mode']} on {lock['relation']}"
-            for statement in rehearsal.get("statements", [])
-            for lock in statement["locks"]
+            f"{lock.mode} on {lock.relation}"
+            for statement in rehearsal.statements or []
+            for lock in statement.locks
         }
         self.result.locks = sorted(found)
 

@@ -11,10 +11,14 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 
 import pytest
 
+from migrate_safe import backup
+from migrate_safe.backup import BackupJob
+from migrate_safe.config import Redactor
 from migrate_safe.fingerprint import fingerprint
 from migrate_safe.localpg import LocalPostgres
 from tests.conftest import Cli, Database
@@ -64,11 +68,40 @@ def test_backup_is_private_verified_and_described_by_a_manifest(
 
 def test_retention_keeps_the_newest_backups(cli: Cli, db: Database) -> None:
     three_versions(cli)
+    directory = cli.workdir / "backups" / "migrations"
+    taken = []
     for _ in range(4):
-        assert cli("backup", "--retention", "2").returncode == 0
-        time.sleep(1.05)  # backup names carry the second
-    backups = sorted((cli.workdir / "backups" / "migrations").glob("backup-*.dump"))
-    assert len(backups) == 2
+        done = cli("backup", "--retention", "2", "--json")
+        assert done.returncode == 0, done.stderr
+        taken.append(Path(json.loads(done.stdout)["backup"]["path"]).name)
+    assert sorted(p.name for p in directory.glob("backup-*.dump")) == sorted(taken[2:])
+    assert (directory / "latest-backup.txt").read_text().strip() == taken[-1]
+
+
+class OneSecond(datetime):
+    """A clock stopped at one instant: every backup is taken in the same second."""
+
+    @classmethod
+    def now(cls, tz: tzinfo | None = None) -> OneSecond:
+        return cls(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
+
+
+def test_two_backups_in_one_second_keep_the_one_just_taken(
+    db: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Names carry the second and a random run id, so the newer backup's name may sort first;
+    # retention orders by the manifests' sequence instead.
+    monkeypatch.setattr(backup, "datetime", OneSecond)
+    db.execute("CREATE TABLE t (id int)")
+    with db.connect() as conn:
+        for run_id in ("bbbbbbbbbbbb", "aaaaaaaaaaaa"):
+            job = BackupJob(conn, db.url, tmp_path, "custom", 1, 60.0, Redactor(), run_id)
+            manifest = job.run(ledger_version=None, fingerprint=None)
+            assert (tmp_path / "latest-backup.txt").read_text().strip() == manifest.file
+            assert (tmp_path / manifest.file).is_file()
+    assert [p.name for p in tmp_path.glob("backup-*.dump")] == [manifest.file]
+    assert manifest.file == "backup-20260101T120000Z-aaaaaaaaaaaa.dump"
+    assert manifest.sequence == 2
 
 
 def test_apply_takes_a_backup_first_and_a_failed_dump_applies_nothing(

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+import queue
 import subprocess
 import sys
-import time
+import threading
 from pathlib import Path
 
 import pytest
@@ -123,11 +124,35 @@ def test_wait_blocks_until_the_ledger_reaches_the_version(cli: Cli, db: Database
     assert early.returncode == 2
     assert "did not reach version 2 within 1s" in early.stderr
     waiting = cli.start("wait", "--version", "2", "--timeout", "60s", "--interval", "200ms")
+    log = Lines(waiting)
+    log.until("waiting for the ledger to reach version 2 (ledger empty)")
     assert cli("apply", "--no-backup", "--to", "1").returncode == 0
-    time.sleep(0.5)
-    assert waiting.poll() is None  # version 1 is not enough
+    log.until("waiting for the ledger to reach version 2 (ledger at version 1)")
+    assert waiting.poll() is None  # it has seen version 1, and version 1 is not enough
     assert cli("apply", "--no-backup").returncode == 0
     assert waiting.wait(30) == 0
+    assert "ledger at 2, at or past 2" in log.until("at or past")
+
+
+class Lines:
+    """The stderr lines of a running command, read as they come."""
+
+    def __init__(self, process: subprocess.Popen[str]) -> None:
+        assert process.stderr is not None
+        self.stream = process.stderr
+        self.lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.stream:
+            self.lines.put(line)
+
+    def until(self, text: str, timeout: float = 30.0) -> str:
+        """The first line (from here on) that contains `text`."""
+        while True:
+            line = self.lines.get(timeout=timeout)
+            if text in line:
+                return line
 
 
 # --- the bad-input pass: each refusal names the culprit, exits 5, and never a traceback ----

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from migrate_safe.report import digest
 from migrate_safe.results import LedgerView, PhaseResult
 from tests.conftest import Cli, Database, wait_for
 
@@ -175,3 +176,23 @@ def test_a_rollback_that_stops_partway_leaves_no_false_drift(cli: Cli, db: Datab
     preflight = cli("preflight", "--json")
     checks = {c["name"]: c for c in json.loads(preflight.stdout)["preflight"]["checks"]}
     assert checks["SchemaDrift"]["status"] == "pass", checks["SchemaDrift"]
+
+
+@pytest.mark.parametrize(
+    ("up", "args"),
+    [
+        ("CREATE TABLE t (id int);", ("apply",)),
+        ("CREATE TABLE t (id int);", ("apply", "--dry-run")),
+        ("CREATE TABLE t (id int);", ("preflight",)),
+        ("CREATE TABLE t (id int REFERENCES nowhere);", ("apply", "--no-backup")),
+    ],
+)
+def test_the_termination_message_says_what_the_json_report_says(
+    cli: Cli, db: Database, tmp_path: Path, up: str, args: tuple[str, ...]
+) -> None:
+    # The harness digests its typed report once; read back from its JSON file, the report
+    # digests to the same result: the two forms never tell the operator different things.
+    cli.write(1, "t", up, "DROP TABLE t;")
+    _, result = run_with_termination_log(cli, tmp_path, *args)
+    assert not result.truncated
+    assert digest(last_report(cli)) == result

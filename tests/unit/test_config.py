@@ -12,9 +12,8 @@ from migrate_safe.config import (
     Redactor,
     Settings,
     describe_dsn,
-    parse_duration,
-    parse_positive_duration,
 )
+from migrate_safe.durations import parse_duration, parse_positive_duration
 from migrate_safe.errors import ConfigError
 
 

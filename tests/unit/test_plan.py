@@ -10,7 +10,8 @@ import pytest
 from migrate_safe.errors import ConfigError, MigrationFailed, RollbackFailed
 from migrate_safe.ledger import AppliedRow
 from migrate_safe.plan import LedgerState
-from migrate_safe.source import Migration, Source, script_from_text
+from migrate_safe.scanner import Migration
+from migrate_safe.source import Source, script_from_text
 
 
 def migration(version: int, *, down: bool = True, up: str | None = None) -> Migration:

@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from migrate_safe.config import Redactor
+from migrate_safe.outcome import LedgerDetails, LedgerOutcome, RunReport
 from migrate_safe.report import TERMINATION_LIMIT, Reporter
 from migrate_safe.results import (
     BackupInfo,
@@ -75,7 +76,8 @@ def test_a_long_pending_list_is_shortened_but_its_count_is_not(tmp_path: Path) -
     termination = tmp_path / "termination-log"
     reporter = Reporter("preflight", tmp_path / "logs", Redactor(), termination)
     pending = list(range(1, 5001))
-    reporter.finish(0, "succeeded", {"current_version": None, "pending": pending})
+    ledger = LedgerOutcome(None, LedgerDetails(pending=pending))
+    reporter.finish(0, "succeeded", RunReport(ledger=ledger))
     raw = termination.read_text()
     result = PhaseResult.from_json(json.loads(raw))
     assert len(raw.encode()) <= TERMINATION_LIMIT

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import pytest
 
+from migrate_safe.cli import build_parser, phase_flags
 from migrate_safe.errors import ConfigError
-from migrate_safe.options import phase_options
+from migrate_safe.options import PhaseFlags, phase_options
 
 
-def options_from(tmp_path: Path, toml: str) -> argparse.Namespace:
+def options_from(tmp_path: Path, toml: str, *flags: str) -> PhaseFlags:
+    """The flags of `apply --config FILE FLAGS…`, as the command line builds them."""
     path = tmp_path / "settings.toml"
     path.write_text(toml)
-    return argparse.Namespace(config=path)
+    return phase_flags(build_parser().parse_args(["apply", "--config", str(path), *flags]))
 
 
 @pytest.mark.parametrize(
@@ -86,10 +87,15 @@ def test_well_typed_values_are_used_and_integers_count_as_seconds(tmp_path: Path
 
 
 def test_flags_win_over_the_file_and_absent_keys_keep_the_defaults(tmp_path: Path) -> None:
-    args = options_from(tmp_path, "[preflight]\nlong_transaction_seconds = 5\n")
-    args.long_transaction_seconds = 7.0
-    args.retention = 9
-    options = phase_options(args)
+    flags = options_from(
+        tmp_path,
+        "[preflight]\nlong_transaction_seconds = 5\n",
+        "--long-transaction-seconds",
+        "7",
+        "--retention",
+        "9",
+    )
+    options = phase_options(flags)
     assert options.preflight.long_transaction_seconds == 7.0
     assert options.preflight.idle_in_transaction_seconds == 10.0
     assert options.retention == 9

@@ -8,7 +8,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from migrate_safe.errors import SourceError
-from migrate_safe.source import load_source, parse_directives, sha256_hex
+from migrate_safe.lint import lint_directory
+from migrate_safe.scanner import sha256_hex
+from migrate_safe.source import load_source, parse_directives
 
 
 def write(directory: Path, name: str, text: str | bytes = "SELECT 1;") -> Path:
@@ -163,3 +165,44 @@ def test_loader_either_loads_or_raises_source_error(
     else:
         versions = [m.version for m in source.migrations]
         assert versions == sorted(set(versions))
+
+
+def test_an_allow_above_a_later_statement_is_that_statements_not_a_misplaced_directive(
+    tmp_path: Path,
+) -> None:
+    # What lint's way out proposes must load: the loader and lint read one scanner.
+    up = "SELECT 1;\n-- migrate-safe:allow=MS101\nCREATE INDEX t_a ON t (a);\n"
+    write(tmp_path, "001_t.up.sql", up)
+    write(tmp_path, "001_t.down.sql", "DROP INDEX t_a;")
+    assert load_source(tmp_path).migrations[0].up.directives.allow == frozenset()
+    (index,) = [f for f in lint_directory(tmp_path) if f.rule == "MS101"]
+    assert index.suppressed_by == "statement comment migrate-safe:allow=MS101 (line 2)"
+
+
+CONTENTS = [
+    b"SELECT 1;",
+    b"\xff",
+    b"-- migrate-safe:no_transaction\nSELECT 1;",
+    b"\xef\xbb\xbfSELECT 1;",
+    b"SELECT 1;\n-- migrate-safe:no-transaction\n",
+]
+file_names = st.from_regex(r"(0?[1-3]_[ab]\.(up|down)|[a-z]{1,3})\.(sql|SQL)", fullmatch=True)
+
+
+@settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    st.lists(st.tuples(file_names, st.sampled_from(CONTENTS)), max_size=6, unique_by=lambda f: f[0])
+)
+def test_every_file_the_loader_refuses_has_a_file_finding_from_lint(
+    tmp_path_factory: pytest.TempPathFactory, files: list[tuple[str, bytes]]
+) -> None:
+    directory = tmp_path_factory.mktemp("src")
+    for name, content in files:
+        write(directory, name, content)
+    linted = {Path(f.file).name for f in lint_directory(directory) if f.rule.startswith("MS70")}
+    try:
+        load_source(directory)
+    except SourceError as error:
+        listed = error.message.splitlines()[1:]
+        refused = {Path(line.removeprefix("  - ").split(":")[0]).name for line in listed}
+        assert refused <= linted

@@ -26,7 +26,7 @@ from migrate_safe.lint.sqlast import (
     relation_name,
     table_key,
 )
-from migrate_safe.source import Directives
+from migrate_safe.scanner import Directives
 
 DEFAULT_PG_VERSION = 15
 

@@ -6,7 +6,6 @@ import json
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 from migrate_safe import __version__
 from migrate_safe.lint.model import Finding, Rule, Severity
@@ -87,7 +86,7 @@ def render_github(findings: Sequence[Finding]) -> str:
     return "".join(line + "\n" for line in lines)
 
 
-def _sarif_rule(rule: Rule) -> dict[str, Any]:
+def _sarif_rule(rule: Rule) -> dict[str, object]:
     return {
         "id": rule.id,
         "name": rule.name,
@@ -104,8 +103,8 @@ def _artifact_uri(file: str) -> str:
     return path.as_uri() if path.is_absolute() else path.as_posix()
 
 
-def _sarif_result(finding: Finding, rule_index: Mapping[str, int]) -> dict[str, Any]:
-    result: dict[str, Any] = {
+def _sarif_result(finding: Finding, rule_index: Mapping[str, int]) -> dict[str, object]:
+    result: dict[str, object] = {
         "ruleId": finding.rule,
         "level": _SARIF_LEVEL[finding.severity],
         "message": {"text": f"{finding.message}. Safe alternative: {finding.safe_alternative}"},

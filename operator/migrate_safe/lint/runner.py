@@ -12,7 +12,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import migrate_safe.lint.rules  # noqa: F401  (importing the rules fills the registry)
-from migrate_safe.errors import ConfigError
 from migrate_safe.lint.config import LintConfig
 from migrate_safe.lint.context import FileContext, LintOptions, SchemaState, observe
 from migrate_safe.lint.facts import TableFacts
@@ -20,10 +19,10 @@ from migrate_safe.lint.judge import Verdict, judge
 from migrate_safe.lint.model import Finding, Hit, Rule, Severity
 from migrate_safe.lint.registry import FILE_CHECKS, STATEMENT_CHECKS
 from migrate_safe.lint.rules import files
-from migrate_safe.lint.scanner import file_finding, lenient_directives, scan_directory
+from migrate_safe.lint.rules.files import file_finding, problem_finding
 from migrate_safe.lint.sqlast import ParsedStatement, parse_script
 from migrate_safe.lint.suppress import StatementComments, statement_comments, suppression_reason
-from migrate_safe.source import Directives, Migration, Script
+from migrate_safe.scanner import Directives, Migration, Script, read_directives, scan_directory
 from migrate_safe.statements import SqlSyntaxError
 
 
@@ -57,16 +56,16 @@ def lint_sql(
 ) -> list[Finding]:
     """Lint one SQL text as a migration file (its leading directives apply)."""
     config = config or LintConfig()
-    directives, problems = lenient_directives(text, origin)
+    directives, problems = read_directives(text)
     target = LintTarget(origin, text, directives, direction)
     findings = [
         _with_policy(
-            _Located(file_finding(files.BAD_DIRECTIVE, origin, message, line), None),
+            _Located(file_finding(files.BAD_DIRECTIVE, origin, problem.detail, problem.line), None),
             directives,
             config,
             StatementComments(),
         )
-        for line, message in problems
+        for problem in problems
     ]
     findings += _lint_target(target, options or LintOptions(), config, SchemaState())
     return sort_findings(findings)
@@ -134,24 +133,26 @@ def lint_directory(
     harness_timeouts: bool = True,
 ) -> list[Finding]:
     """Findings for every file of a migrations directory, including the problems that make
-    `source.load_source` refuse it (names, pairs, duplicate versions, directives)."""
-    if not directory.is_dir():
-        raise ConfigError(f"{directory}: migrations directory not found")
+    the loader refuse it (names, pairs, duplicate versions, bytes, directives)."""
     options = LintOptions(pg_version, harness_timeouts)
     config = config or LintConfig()
-    scanned, file_findings = scan_directory(directory)
-    directives = {str(entry.path): entry.directives for entry in scanned}
+    scan = scan_directory(directory)
+    directives = {e.path: e.script.directives for e in scan.files if e.script is not None}
     findings = [
         _with_policy(
-            _Located(f, None), directives.get(f.file, Directives()), config, StatementComments()
+            _Located(problem_finding(problem), None),
+            directives.get(problem.path, Directives()),
+            config,
+            StatementComments(),
         )
-        for f in file_findings
+        for problem in scan.problems
     ]
     schema = SchemaState()
-    for entry in scanned:
-        if entry.text is None:
+    for entry in scan.files:
+        if entry.script is None:
             continue
-        target = LintTarget(str(entry.path), entry.text, entry.directives, entry.direction)
+        script = entry.script
+        target = LintTarget(script.origin, script.text, script.directives, entry.direction)
         # A down migration runs against the schema its up migration left; it changes nothing
         # that later up migrations see.
         walked = schema if entry.direction == "up" else schema.for_down()

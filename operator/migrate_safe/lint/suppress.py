@@ -20,7 +20,7 @@ from migrate_safe.lint.config import LintConfig
 from migrate_safe.lint.judge import SIZE_LIMIT_NOTE
 from migrate_safe.lint.model import Finding
 from migrate_safe.lint.registry import RULES
-from migrate_safe.source import Directives
+from migrate_safe.scanner import Directives
 
 _ALLOW = re.compile(r"migrate-safe:allow=([A-Z]+[0-9]+(?:\s*,\s*[A-Z]+[0-9]+)*)")
 _COMMENT_TOKENS = {"SQL_COMMENT", "C_COMMENT"}

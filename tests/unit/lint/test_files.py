@@ -8,7 +8,8 @@ import pytest
 
 from migrate_safe.errors import ConfigError, SourceError
 from migrate_safe.lint import lint_directory, lint_migrations, lint_sql
-from migrate_safe.source import Migration, load_source, script_from_text
+from migrate_safe.scanner import Migration
+from migrate_safe.source import load_source, script_from_text
 
 
 def write(directory: Path, files: dict[str, str]) -> Path:
@@ -51,6 +52,20 @@ def test_non_utf8_file_is_a_finding(tmp_path: Path) -> None:
     (tmp_path / "001_a.down.sql").write_text("SELECT 1;")
     findings = lint_directory(tmp_path)
     assert [(f.rule, "not UTF-8" in f.message) for f in findings] == [("MS709", True)]
+
+
+def test_a_byte_order_mark_is_dropped_as_the_loader_drops_it(tmp_path: Path) -> None:
+    (tmp_path / "001_a.up.sql").write_bytes(b"\xef\xbb\xbfCREATE TABLE a (id int);")
+    (tmp_path / "001_a.down.sql").write_text("-- migrate-safe:allow=MS405\nDROP TABLE a;")
+    assert [f.rule for f in lint_directory(tmp_path) if f.active] == []
+
+
+def test_a_near_miss_directive_is_a_finding_at_its_line(tmp_path: Path) -> None:
+    (tmp_path / "001_a.up.sql").write_text("-- note\n-- migrate-safe:no_transaction\nSELECT 1;")
+    (tmp_path / "001_a.down.sql").write_text("SELECT 1;")
+    (finding,) = lint_directory(tmp_path)
+    assert (finding.rule, finding.line) == ("MS709", 2)
+    assert "`-- migrate-safe:no-transaction`" in finding.message
 
 
 def test_missing_directory_is_a_config_error(tmp_path: Path) -> None:

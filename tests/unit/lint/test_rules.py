@@ -4,7 +4,8 @@ differences, and the messages a user reads."""
 from __future__ import annotations
 
 from migrate_safe.lint import Finding, LintOptions, lint_migrations, lint_sql
-from migrate_safe.source import Migration, script_from_text
+from migrate_safe.scanner import Migration
+from migrate_safe.source import script_from_text
 
 
 def rules_of(text: str, *, pg_version: int = 15, direction: str = "up") -> list[str]:

@@ -31,7 +31,8 @@ from migrate_safe.lint import (
     refusal,
     relations_to_look_up,
 )
-from migrate_safe.source import Migration, script_from_text
+from migrate_safe.scanner import Migration
+from migrate_safe.source import script_from_text
 
 ORDERS = RelationName(None, "orders")
 BIG = TableSize(estimated_rows=2_000_000, rows_from_size=False, heap_bytes=2**30, total_bytes=2**31)

@@ -3,8 +3,11 @@ runner report them; they live in the registry so docs, SARIF and config know the
 
 from __future__ import annotations
 
-from migrate_safe.lint.model import Rule, Severity
+from pathlib import Path
+
+from migrate_safe.lint.model import Finding, Rule, Severity
 from migrate_safe.lint.registry import register
+from migrate_safe.scanner import Problem, ProblemKind
 
 SYNTAX_ERROR = register(
     Rule(
@@ -151,3 +154,25 @@ BAD_DIRECTIVE = register(
         "CREATE INDEX CONCURRENTLY IF NOT EXISTS orders_a_idx ON orders (a);",
     )
 )
+
+
+# The rule under which lint reports each problem the directory scanner finds.
+RULE_OF_PROBLEM = {
+    ProblemKind.BAD_NAME: BAD_FILE_NAME,
+    ProblemKind.DUPLICATE_VERSION: DUPLICATE_VERSION,
+    ProblemKind.ORPHAN_DOWN: ORPHAN_DOWN,
+    ProblemKind.MISSING_DOWN: MISSING_DOWN,
+    ProblemKind.NAME_MISMATCH: NAME_MISMATCH,
+    ProblemKind.VERSION_ORDER: VERSION_ORDER,
+    ProblemKind.UNREADABLE: BAD_DIRECTIVE,
+    ProblemKind.BAD_DIRECTIVE: BAD_DIRECTIVE,
+}
+
+
+def file_finding(rule: Rule, path: Path | str, message: str, line: int = 1) -> Finding:
+    return Finding(rule.id, rule.severity, str(path), line, 1, message, rule.safe_alternative)
+
+
+def problem_finding(problem: Problem) -> Finding:
+    rule = RULE_OF_PROBLEM[problem.kind]
+    return file_finding(rule, problem.path, problem.detail, problem.line or 1)
