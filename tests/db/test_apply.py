@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from tests.conftest import EXAMPLES, Cli, Database
+from tests.conftest import EXAMPLES, Cli, Database, wait_for
 
 pytestmark = pytest.mark.db
 
@@ -171,7 +171,16 @@ def test_apply_waits_for_a_long_transaction_on_a_touched_table_before_queueing(
     holder = threading.Thread(target=hold_lock, args=(db, "accounts", 2.5, ready))
     holder.start()
     ready.wait(10)
-    time.sleep(0.6)  # the holder's transaction is now older than the first lock_timeout
+    # The holder's transaction must be older than the first lock_timeout (500ms) to count.
+    wait_for(
+        lambda: (
+            db.scalar(
+                "SELECT bool_or(xact_start < clock_timestamp() - interval '0.6 seconds')"
+                " FROM pg_stat_activity WHERE application_name = 'long-reader'"
+            )
+            is True
+        )
+    )
     done = cli("apply", "--no-backup", "--quiet-wait", "20s")
     holder.join()
     assert done.returncode == 0, done.stderr

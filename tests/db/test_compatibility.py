@@ -11,7 +11,6 @@ import json
 import os
 import re
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -260,7 +259,17 @@ def test_a_database_idle_session_timeout_does_not_end_a_run_waiting_for_its_back
         holder.execute("LOCK TABLE busy IN ACCESS EXCLUSIVE MODE")
         running = cli.start("apply", "--skip-preflight")
         wait_for(lambda: pg_dump_waits_for_a_lock(db))
-        time.sleep(1.5)  # the run's session stays idle longer than idle_session_timeout
+        # The run's session stays idle longer than idle_session_timeout, and is still there.
+        wait_for(
+            lambda: (
+                db.scalar(
+                    "SELECT bool_or(state = 'idle'"
+                    " AND state_change < clock_timestamp() - interval '1.5 seconds')"
+                    " FROM pg_stat_activity WHERE application_name = 'migrate-safe/apply'"
+                )
+                is True
+            )
+        )
         holder.execute("COMMIT")
     _, stderr = running.communicate(timeout=120)
     assert running.returncode == 0, stderr

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
 
-from tests.conftest import Cli, Database
+from tests.conftest import Cli, Database, wait_for
 
 pytestmark = pytest.mark.db
 
@@ -24,6 +23,47 @@ def long_transaction(db: Database, statement: str, app: str) -> Iterator[int]:
         conn.execute(statement)
         yield conn.info.backend_pid
         conn.execute("ROLLBACK")
+
+
+def transaction_older_than_a_second(db: Database, app: str) -> None:
+    """Until the session's open transaction is older than preflight's 1s threshold."""
+    wait_for(
+        lambda: (
+            db.scalar(
+                "SELECT bool_or(xact_start < clock_timestamp() - interval '1.1 seconds')"
+                " FROM pg_stat_activity WHERE application_name = %s",
+                app,
+            )
+            is True
+        )
+    )
+
+
+def idle_longer_than_a_second(db: Database, app: str) -> None:
+    wait_for(
+        lambda: (
+            db.scalar(
+                "SELECT bool_or(state LIKE 'idle in transaction%%'"
+                " AND state_change < clock_timestamp() - interval '1.1 seconds')"
+                " FROM pg_stat_activity WHERE application_name = %s",
+                app,
+            )
+            is True
+        )
+    )
+
+
+def blocked_longer_than_a_second(db: Database) -> None:
+    wait_for(
+        lambda: (
+            db.scalar(
+                "SELECT bool_or(wait_event_type = 'Lock'"
+                " AND query_start < clock_timestamp() - interval '1.1 seconds')"
+                " FROM pg_stat_activity WHERE datname = current_database()"
+            )
+            is True
+        )
+    )
 
 
 def preflight(cli: Cli, *args: str) -> tuple[int, dict[str, dict[str, object]], str]:
@@ -54,7 +94,7 @@ def test_long_transaction_on_touched_table_fails_preflight(
 ) -> None:
     query = "SELECT * FROM accounts WHERE owner = 'secret-owner-name'"
     with long_transaction(db, query, "report-job") as pid:
-        time.sleep(1.2)
+        transaction_older_than_a_second(db, "report-job")
         code, checks, stderr = preflight(cli, "--long-transaction-seconds", "1")
     assert code == 1
     touched = checks["LongTransactionOnTouchedTable"]
@@ -72,7 +112,7 @@ def test_long_transaction_on_an_unrelated_table_only_warns(
     cli: Cli, db: Database, accounts: None
 ) -> None:
     with long_transaction(db, "SELECT * FROM audit_log", "batch"):
-        time.sleep(1.2)
+        transaction_older_than_a_second(db, "batch")
         code, checks, _ = preflight(cli, "--long-transaction-seconds", "1")
     assert code == 0
     assert checks["LongTransactions"]["status"] == "warn"
@@ -85,7 +125,7 @@ def test_blocked_lock_chain_fails(cli: Cli, db: Database, accounts: None) -> Non
             target=lambda: db.execute("LOCK TABLE audit_log IN SHARE MODE; SELECT 1")
         )
         waiter.start()
-        time.sleep(1.5)
+        blocked_longer_than_a_second(db)
         code, checks, _ = preflight(cli)
     waiter.join()
     assert code == 1
@@ -97,7 +137,7 @@ def test_idle_in_transaction_warns_and_severity_is_configurable(
     cli: Cli, db: Database, accounts: None
 ) -> None:
     with long_transaction(db, "SELECT 1", "forgotten-session"):
-        time.sleep(1.2)
+        idle_longer_than_a_second(db, "forgotten-session")
         code, checks, _ = preflight(cli, "--idle-in-transaction-seconds", "1")
         assert (code, checks["IdleInTransaction"]["status"]) == (0, "warn")
         (cli.workdir / "strict.toml").write_text(
@@ -146,7 +186,7 @@ def test_apply_runs_preflight_first_and_force_overrides_it(
     cli: Cli, db: Database, accounts: None
 ) -> None:
     with long_transaction(db, "SELECT * FROM accounts", "report-job"):
-        time.sleep(1.2)
+        transaction_older_than_a_second(db, "report-job")
         refused = cli("apply", "--no-backup", "--long-transaction-seconds", "1")
         assert refused.returncode == 1
         assert "LongTransactionOnTouchedTable" in refused.stderr

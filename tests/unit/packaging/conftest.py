@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -57,17 +59,40 @@ def load_yaml_documents(path: Path) -> list[dict[str, Any]]:
     return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
 
 
-def _bin_dir() -> Path:
-    """helm and kubeconform from devcluster/build.sh (a cache hit once .ci/run has built them)."""
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that run helm are marked `helm`: the fast tier (README, Development) leaves them
+    out, since helm may have to be built first; CI runs them all."""
+    for item in items:
+        if "helm_bin" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.helm)
+
+
+def _pinned_helm_version() -> str:
+    versions = (ROOT / "devcluster" / "versions.sh").read_text()
+    match = re.search(r"^HELM_VERSION=(\S+)", versions, re.MULTILINE)
+    assert match, "devcluster/versions.sh pins HELM_VERSION"
+    return match[1]
+
+
+def _helm() -> Path:
+    """The devcluster's helm: the pinned version from its cache (built by .ci/run), else a
+    helm on PATH, else built now by devcluster/build.sh (the Go build: many minutes cold)."""
+    cache = Path(os.environ.get("DEVCLUSTER_CACHE", Path.home() / ".cache/migrate-safe/devcluster"))
+    cached = sorted(cache.glob(f"*_helm-{_pinned_helm_version()}_*/bin/helm"))
+    if cached:
+        return cached[-1]
+    on_path = shutil.which("helm")
+    if on_path:
+        return Path(on_path)
     out = subprocess.run(
         [str(ROOT / "devcluster" / "build.sh")], capture_output=True, text=True, check=True
     )
-    return Path(out.stdout.strip().splitlines()[-1])
+    return Path(out.stdout.strip().splitlines()[-1]) / "helm"
 
 
 @pytest.fixture(scope="session")
 def helm_bin() -> Path:
-    return _bin_dir() / "helm"
+    return _helm()
 
 
 Render = Callable[..., list[dict[str, Any]]]
