@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import shlex
 import statistics
 import subprocess
 import sys
@@ -33,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import devcluster  # noqa: E402
+from devcluster import image  # noqa: E402
 from migrate_safe.localpg import LocalPostgres  # noqa: E402
 
 GROUP, VERSION, PLURAL = "migrate-safe.dev", "v1alpha1", "databasemigrations"
@@ -115,14 +115,25 @@ def main() -> None:
         with psycopg.connect(pg.url(), autocommit=True) as admin:
             for index in range(args.databases):
                 admin.execute(f"CREATE DATABASE scale_{index}")
-        devcluster.up(work / "cluster")
+        built = image.ensure_image()
+        cluster = devcluster.up(work / "cluster")
         try:
-            run(args, pg, devcluster.Cluster(work / "cluster").kubeconfig, work)
+            # Job pods run the project image on the node and reach PostgreSQL through it.
+            cluster.load_image(built)
+            pg_host = cluster.expose(pg.port)
+            run(args, pg, cluster.kubeconfig, work, (built.ref, pg_host))
         finally:
             devcluster.down(work / "cluster")
 
 
-def run(args: argparse.Namespace, pg: LocalPostgres, kubeconfig: Path, work: Path) -> None:
+def run(
+    args: argparse.Namespace,
+    pg: LocalPostgres,
+    kubeconfig: Path,
+    work: Path,
+    node: tuple[str, str],
+) -> None:
+    job_image, pg_host = node
     api = config.new_client_from_config(config_file=str(kubeconfig))  # type: ignore[no-untyped-call]
     core, batch = client.CoreV1Api(api), client.BatchV1Api(api)
     custom, extensions = client.CustomObjectsApi(api), client.ApiextensionsV1Api(api)
@@ -137,14 +148,14 @@ def run(args: argparse.Namespace, pg: LocalPostgres, kubeconfig: Path, work: Pat
         core.create_namespace({"metadata": {"name": namespace}})
         while not core.list_namespaced_service_account(namespace).items:
             time.sleep(0.2)
-        url = pg.url(f"scale_{n % args.databases}")
+        url = psycopg.conninfo.make_conninfo(pg.url(f"scale_{n % args.databases}"), host=pg_host)
         core.create_namespaced_secret(
             namespace, {"metadata": {"name": "db"}, "stringData": {"DATABASE_URL": url}}
         )
     env = {
         **os.environ,
         "KUBECONFIG": str(kubeconfig),
-        "MIGRATE_SAFE_JOB_COMMAND": shlex.join([sys.executable, "-m", "migrate_safe"]),
+        "MIGRATE_SAFE_JOB_IMAGE": job_image,
     }
     with (work / "operator.log").open("wb") as log:
         operator = subprocess.Popen(

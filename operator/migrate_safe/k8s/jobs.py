@@ -20,6 +20,9 @@ LABEL_OWNER_UID = f"{GROUP}/owner-uid"  # the incarnation of the resource, not o
 MANAGED_LABELS = {"app.kubernetes.io/managed-by": MANAGED_BY}
 
 MIGRATIONS_DIR = "/migrations"
+# Where the copy-migrations init container sees the migrations volume: not MIGRATIONS_DIR,
+# which is also the default path of the files in the application's image and would hide them.
+COPY_TARGET = "/migrate-safe-copy"
 LOG_DIR = "/var/log/migrate-safe"
 BACKUP_ROOT = "/backups"
 TERMINATION_LOG = "/dev/termination-log"
@@ -182,8 +185,8 @@ def _image_copy(spec: DatabaseMigrationSpec, security: dict[str, Any]) -> list[d
     container = {
         "name": "copy-migrations",
         "image": image.name,
-        "command": ["cp", "-R", f"{image.path.rstrip('/')}/.", MIGRATIONS_DIR],
-        "volumeMounts": [{"name": "migrations", "mountPath": MIGRATIONS_DIR}],
+        "command": ["cp", "-R", f"{image.path.rstrip('/')}/.", COPY_TARGET],
+        "volumeMounts": [{"name": "migrations", "mountPath": COPY_TARGET}],
         "securityContext": security,
     }
     if image.pull_policy:
