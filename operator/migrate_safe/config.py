@@ -8,8 +8,6 @@ from pathlib import Path
 
 from psycopg.conninfo import conninfo_to_dict
 
-# Importable from here until the operator layer (k8s/reconcile.py) takes it from durations.
-from migrate_safe.durations import parse_duration as parse_duration
 from migrate_safe.errors import ConfigError
 
 DEFAULT_LEDGER_SCHEMA = "migrate_safe"

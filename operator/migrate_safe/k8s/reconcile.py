@@ -26,7 +26,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from migrate_safe.config import parse_duration
+from migrate_safe.durations import parse_duration
 from migrate_safe.k8s import conditions as c
 from migrate_safe.k8s.spec import DatabaseMigrationSpec
 from migrate_safe.results import ErrorInfo, PhaseResult
