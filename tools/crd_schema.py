@@ -5,7 +5,7 @@ this writes `<kind>_<version>.json` (kubeconform's `{{ .ResourceKind }}_{{ .Reso
 naming) for every served version of the CRD. The tests use the same conversion with `jsonschema`
 to check the example manifests.
 
-    python tools/crd_schema.py OUTDIR [CRD.yaml]
+    python tools/crd_schema.py OUTDIR [CRD.yaml ...]     default: every crds/*.yaml
 """
 
 from __future__ import annotations
@@ -69,14 +69,16 @@ def load(path: Path = CRD) -> dict[str, Any]:
 
 
 def main(argv: list[str]) -> int:
-    if not 1 <= len(argv) <= 2:
+    if not argv:
         print(__doc__, file=sys.stderr)
         return 2
     outdir = Path(argv[0])
     outdir.mkdir(parents=True, exist_ok=True)
-    for name, schema in json_schemas(load(Path(argv[1]) if len(argv) > 1 else CRD)).items():
-        (outdir / name).write_text(json.dumps(schema, indent=2, sort_keys=True) + "\n")
-        print(outdir / name)
+    crds = [Path(a) for a in argv[1:]] or sorted((ROOT / "crds").glob("*.yaml"))
+    for crd in crds:
+        for name, schema in json_schemas(load(crd)).items():
+            (outdir / name).write_text(json.dumps(schema, indent=2, sort_keys=True) + "\n")
+            print(outdir / name)
     return 0
 
 

@@ -472,6 +472,12 @@ def build_parser() -> argparse.ArgumentParser:
     operator.add_argument("--standalone", action="store_true", help="no peering with others")
     operator.add_argument("--peering", help="peering object name (HA with --priority)")
     operator.add_argument("--priority", type=int, default=0, help="peering priority")
+    operator.add_argument(
+        "--no-fleets",
+        action="store_false",
+        dest="fleets",
+        help="do not serve DatabaseMigrationSets (no watch on database Secrets)",
+    )
     operator.add_argument("--verbose", action="store_true", help="debug logging")
 
     demo = sub.add_parser("demo", help="rehearse, run, roll back the examples on a throwaway PG")
@@ -675,14 +681,30 @@ def _termination_log(value: str | None) -> Path | None:
     return None if value.lower() in ("", "none") else Path(value)
 
 
+def run_operator(args: argparse.Namespace) -> int:
+    """The operator layer, imported only to run it: the harness never loads kopf."""
+    from migrate_safe.k8s.main import OperatorOptions, run
+
+    return run(
+        OperatorOptions(
+            namespaces=tuple(args.namespace or ()),
+            metrics_port=args.metrics_port,
+            liveness_port=args.liveness_port,
+            standalone=args.standalone,
+            peering=args.peering,
+            priority=args.priority,
+            fleets=args.fleets,
+            verbose=args.verbose,
+        )
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     redact = Redactor()
     arguments = sys.argv[1:] if argv is None else list(argv)
     try:
         args = build_parser().parse_args(translate_seed_flags(arguments))
         if args.command == OPERATOR:
-            from migrate_safe.k8s.main import run as run_operator  # the operator layer
-
             return run_operator(args)
         settings = settings_from(args)
         command = command_of(args)

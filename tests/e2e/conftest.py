@@ -150,13 +150,21 @@ def _has_service_account(core: Api, namespace: str) -> bool:
 
 # --- the operator and its CRD ------------------------------------------------------------------
 
-CRD_FILE = Path(__file__).resolve().parents[2] / "crds" / "databasemigration.yaml"
+CRDS = Path(__file__).resolve().parents[2] / "crds"
+CRD_FILE = CRDS / "databasemigration.yaml"
+SET_CRD_FILE = CRDS / "databasemigrationset.yaml"
 
 
 @pytest.fixture(scope="session")
 def crd(extensions: Api) -> str:
-    """The DatabaseMigration CRD, installed once per session and Established."""
-    body = yaml.safe_load(CRD_FILE.read_text())
+    """The operator's CRDs (DatabaseMigration, DatabaseMigrationSet), installed once per
+    session and Established; the DatabaseMigration CRD's name."""
+    names = [_install_crd(extensions, path) for path in (CRD_FILE, SET_CRD_FILE)]
+    return names[0]
+
+
+def _install_crd(extensions: Api, path: Path) -> str:
+    body = yaml.safe_load(path.read_text())
     try:
         extensions.create_custom_resource_definition(body)
     except ApiException as exc:
@@ -168,7 +176,7 @@ def crd(extensions: Api) -> str:
         conditions = extensions.read_custom_resource_definition(name).status.conditions or []
         return any(c.type == "Established" and c.status == "True" for c in conditions)
 
-    wait_for("the CRD to be established", established, timeout=30)
+    wait_for(f"the CRD {name} to be established", established, timeout=30)
     return str(name)
 
 

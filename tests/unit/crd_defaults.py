@@ -33,3 +33,13 @@ def _fill(schema: dict[str, Any], value: Any) -> Any:
         if key in value:
             value[key] = _fill(sub, value[key])
     return value
+
+
+SET_CRD = CRD.parent / "databasemigrationset.yaml"
+
+
+def defaulted_set(spec: dict[str, Any]) -> dict[str, Any]:
+    """A DatabaseMigrationSet spec with the defaults of its CRD filled in."""
+    crd = yaml.safe_load(SET_CRD.read_text())
+    schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    return _fill(schema, copy.deepcopy(spec))  # type: ignore[no-any-return]

@@ -277,7 +277,7 @@ def carry_out(
             log.info("%s/%s: status write raced a change; deciding again", *_key(world))
             return Carried(None, CONFLICT_RETRY)
     for event in decision.events:
-        _post_event(body, event)
+        post_event(body, event)
         if event.kind == "Warning":  # every stall and failure, with the resource, in the log
             log.warning("%s/%s: %s: %s", world.namespace, world.name, event.reason, event.message)
     _observe(world.namespace, world.name, world, decision)
@@ -336,14 +336,14 @@ def _patch_status(body: Mapping[str, Any], patch: dict[str, Any]) -> dict[str, A
     return cast(dict[str, Any], written)
 
 
-def _post_event(body: Mapping[str, Any], event: Event) -> None:
+def post_event(body: Mapping[str, Any], event: Event, *, kind: str = KIND) -> None:
     meta = body["metadata"]
     now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     record = {
         "metadata": {"generateName": f"{meta['name'][:200]}."},
         "involvedObject": {
             "apiVersion": f"{GROUP}/{VERSION}",
-            "kind": KIND,
+            "kind": kind,
             "name": meta["name"],
             "namespace": meta["namespace"],
             "uid": meta["uid"],

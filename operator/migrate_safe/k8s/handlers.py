@@ -59,11 +59,13 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: 
     controller = Controller(partial(reconcile, caches, job_settings), caches.keys, WORKERS)
     controller.start()
     memo["caches"], memo["controller"] = caches, controller
+    memo["controllers"] = [controller]  # fleet_handlers adds its own
 
 
 @kopf.on.cleanup()
 async def stop(memo: kopf.Memo, **_: Any) -> None:
-    await memo["controller"].stop()
+    for controller in memo["controllers"]:
+        await controller.stop()
 
 
 def _our_crd(name: str, **_: Any) -> bool:
@@ -74,12 +76,14 @@ def _our_crd(name: str, **_: Any) -> bool:
 async def leadership(stopped: kopf.DaemonStopped, memo: kopf.Memo, **_: Any) -> None:
     """Work while this replica is the active one: kopf stops daemons when peering pauses the
     operator, and starts them again when it resumes."""
-    controller: Controller = memo["controller"]
-    controller.activate()
+    controllers: list[Controller] = memo["controllers"]
+    for controller in controllers:
+        controller.activate()
     try:
         await stopped.wait()
     finally:
-        controller.deactivate()
+        for controller in controllers:
+            controller.deactivate()
 
 
 # --- what kopf keeps from the watches ----------------------------------------------------------
@@ -89,7 +93,7 @@ async def leadership(stopped: kopf.DaemonStopped, memo: kopf.Memo, **_: Any) -> 
 def resource_index(
     namespace: str | None, name: str, body: kopf.Body, **_: Any
 ) -> dict[tuple[str | None, str], dict[str, Any]]:
-    return {(namespace, name): _snapshot(body)}
+    return {(namespace, name): snapshot(body)}
 
 
 @kopf.index("batch", "v1", "jobs", labels=jobs.MANAGED_LABELS)
@@ -195,7 +199,7 @@ class Caches:
         if seen is None:
             self.written.pop(key, None)
             return None
-        if ours is not None and _version(ours) > _version(seen):
+        if ours is not None and resource_version(ours) > resource_version(seen):
             return ours
         self.written.pop(key, None)  # the watch has caught up with our write
         return dict(seen)
@@ -244,13 +248,13 @@ async def reconcile(caches: Caches, settings: jobs.JobSettings, key: Key) -> flo
     return carried.requeue_after
 
 
-def _snapshot(body: kopf.Body) -> dict[str, Any]:
-    """What a pass needs of the resource, as plain data (owner references need apiVersion
-    and kind)."""
+def snapshot(body: kopf.Body, kind: str = KIND) -> dict[str, Any]:
+    """What a pass needs of a resource, as plain data (owner references need apiVersion and
+    kind; a set needs its members' labels, annotations and owners)."""
     meta = body.metadata
     return {
         "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": KIND,
+        "kind": kind,
         "metadata": {
             "name": meta.name,
             "namespace": meta.namespace,
@@ -258,13 +262,16 @@ def _snapshot(body: kopf.Body) -> dict[str, Any]:
             "generation": meta.get("generation", 1),
             "resourceVersion": meta.get("resourceVersion"),
             "deletionTimestamp": meta.get("deletionTimestamp"),
+            "labels": dict(meta.labels or {}),
+            "annotations": dict(meta.annotations or {}),
+            "ownerReferences": plain(meta.get("ownerReferences") or []),
         },
         "spec": plain(body.spec),
         "status": plain(body.status),
     }
 
 
-def _version(body: Mapping[str, Any]) -> int:
+def resource_version(body: Mapping[str, Any]) -> int:
     """A resourceVersion as a number: the API server's etcd revisions only grow."""
     try:
         return int(body["metadata"]["resourceVersion"])

@@ -85,6 +85,18 @@ RECONCILE_ERRORS = MetricSpec(
     "Reconcile passes that failed with an API error (retried).",
 )
 
+SET_MEMBERS = MetricSpec(
+    f"{PREFIX}_set_members",
+    GAUGE,
+    "Members of a DatabaseMigrationSet by state (total, ready, running, failed, waiting).",
+    (*RESOURCE, "state"),
+)
+SET_WAVE = MetricSpec(f"{PREFIX}_set_wave", GAUGE, "The wave a set's rollout is at (1-based).")
+SET_WAVES = MetricSpec(f"{PREFIX}_set_waves", GAUGE, "How many waves a set's rollout has.")
+SET_HALTED = MetricSpec(
+    f"{PREFIX}_set_halted", GAUGE, "1 when a set's rollout is halted by its failure budget."
+)
+
 ALL = (
     RUNS,
     PHASE_DURATION,
@@ -100,13 +112,19 @@ ALL = (
     LAST_BACKUP,
     ROLLBACKS,
     RECONCILE_ERRORS,
+    SET_MEMBERS,
+    SET_WAVE,
+    SET_WAVES,
+    SET_HALTED,
 )
+SET_METRICS = (SET_MEMBERS, SET_WAVE, SET_WAVES, SET_HALTED)
 # Series that exist at 0 from a resource's first pass, so increase() sees its first run too.
 PHASES = ("preflight", "plan", "backup", "apply", "postflight", "rollback", "restore")
 OUTCOMES = ("succeeded", "failed")
 _ZERO_SERIES = [(RUNS, (phase, outcome)) for phase in PHASES for outcome in OUTCOMES] + [
     (counter, ()) for counter in ALL if counter.kind == COUNTER and counter is not RUNS
 ]
+RESOURCE_KIND, SET_KIND = "DatabaseMigration", "DatabaseMigrationSet"
 
 Series = tuple[MetricSpec, tuple[str, ...]]  # a metric and its labels beyond the resource
 
@@ -127,14 +145,15 @@ class OperatorMetrics(Collector):
     """Every resource's series; thread-safe (kopf runs handlers in a thread pool)."""
 
     def __init__(self) -> None:
-        self._resources: dict[tuple[str, str], _Resource] = {}
+        self._resources: dict[tuple[str, str, str], _Resource] = {}  # (kind, namespace, name)
         self._lock = threading.Lock()
 
-    def _resource(self, namespace: str, name: str) -> _Resource:
-        found = self._resources.get((namespace, name))
+    def _resource(self, namespace: str, name: str, kind: str = RESOURCE_KIND) -> _Resource:
+        found = self._resources.get((kind, namespace, name))
         if found is None:
-            found = _Resource({series: 0.0 for series in _ZERO_SERIES})
-            self._resources[(namespace, name)] = found
+            zero = _ZERO_SERIES if kind == RESOURCE_KIND else []
+            found = _Resource({series: 0.0 for series in zero})
+            self._resources[(kind, namespace, name)] = found
         return found
 
     def touch(self, namespace: str, name: str) -> None:
@@ -152,6 +171,13 @@ class OperatorMetrics(Collector):
         with self._lock:
             self._resource(namespace, name).values[(metric, ())] = value
 
+    def set_fleet_gauge(
+        self, metric: MetricSpec, namespace: str, name: str, *labels: str, value: float
+    ) -> None:
+        """A series of a set (its metrics are kept apart from a resource of the same name)."""
+        with self._lock:
+            self._resource(namespace, name, SET_KIND).values[(metric, labels)] = value
+
     def get(self, metric: MetricSpec, namespace: str, name: str, *labels: str) -> float:
         with self._lock:
             return self._resource(namespace, name).values.get((metric, labels), 0.0)
@@ -167,10 +193,10 @@ class OperatorMetrics(Collector):
             state.bucket_counts[bisect_left(metric.buckets, value)] += 1
             state.sum += value
 
-    def forget(self, namespace: str, name: str) -> None:
+    def forget(self, namespace: str, name: str, kind: str = RESOURCE_KIND) -> None:
         """A deleted resource leaves no stale series behind."""
         with self._lock:
-            self._resources.pop((namespace, name), None)
+            self._resources.pop((kind, namespace, name), None)
 
     def collect(self) -> Iterator[Metric]:
         with self._lock:
@@ -190,18 +216,18 @@ def _copy(histogram: _Histogram) -> _Histogram:
     return _Histogram(list(histogram.bucket_counts), histogram.sum)
 
 
-def _family(metric: MetricSpec, resources: dict[tuple[str, str], _Resource]) -> Metric:
+def _family(metric: MetricSpec, resources: dict[tuple[str, str, str], _Resource]) -> Metric:
     labels = list(metric.labels)
     if metric.kind == HISTOGRAM:
         histograms = HistogramMetricFamily(metric.name, metric.help, labels=labels)
-        for resource, series in resources.items():
+        for (_, *resource), series in resources.items():
             for (spec, extra), state in series.histograms.items():
                 if spec is metric:
                     histograms.add_metric([*resource, *extra], _buckets(metric, state), state.sum)
         return histograms
     family_type = CounterMetricFamily if metric.kind == COUNTER else GaugeMetricFamily
     family = family_type(metric.name, metric.help, labels=labels)
-    for resource, series in resources.items():
+    for (_, *resource), series in resources.items():
         for (spec, extra), value in series.values.items():
             if spec is metric:
                 family.add_metric([*resource, *extra], value)
