@@ -5,7 +5,7 @@
 #   charts/check.sh BIN_DIR       BIN_DIR holds helm and kubeconform (devcluster/build.sh prints it)
 #
 # Schemas, all local (no network): Kubernetes' from the kubernetes-validate package in .venv (tools/k8s_schemas.py),
-# DatabaseMigration's converted from crds/databasemigration.yaml by tools/crd_schema.py.
+# the CRDs' (crds/*.yaml) converted by tools/crd_schema.py.
 # ServiceMonitor and PrometheusRule (Prometheus Operator CRDs) are skipped: their content is
 # checked by tests/unit/packaging (metric names, runbook links).
 set -euo pipefail
@@ -42,11 +42,11 @@ render minimal --set crds.create=false --set grafanaDashboard.create=false \
   -skip ServiceMonitor,PrometheusRule \
   "$work"/*.yaml
 
-# The examples users copy must be valid too (DatabaseMigrations, Deployments, Argo CD and Flux
+# The examples users copy must be valid too (DatabaseMigrations, sets, Deployments, Argo CD and Flux
 # objects; the last two have no schema here and are skipped).
 "$bin/kubeconform" -strict -summary -kubernetes-version "$kube_version" \
   -schema-location "$k8s_schemas/{{ .ResourceKind }}{{ .KindSuffix }}.json" \
   -schema-location "$work/crd-schemas/{{ .ResourceKind }}_{{ .ResourceAPIVersion }}.json" \
   -skip Application,Kustomization,GitRepository \
   -ignore-filename-pattern 'kustomization[.]yaml$' \
-  examples/gitops examples/app-gating
+  examples/gitops examples/app-gating examples/fleets

@@ -21,6 +21,7 @@ OUTPUT = ROOT / "charts" / "migrate-safe" / "dashboards" / "migrate-safe.json"
 UID = "migrate-safe-operator"
 
 SEL = 'namespace=~"$namespace", name=~"$name"'
+SET_SEL = 'namespace=~"$namespace"'  # sets have names of their own, not DatabaseMigrations'
 RESOURCE = "{{namespace}}/{{name}}"
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 
@@ -65,6 +66,14 @@ def _by(labels: tuple[str, ...]) -> str:
 
 def gauge(metric: str, legend: str = RESOURCE) -> Target:
     return Target(f"{metric}{{{SEL}}}", legend, Preview("value", metric))
+
+
+def set_gauge(metric: str, state: str | None = None) -> Target:
+    """A DatabaseMigrationSet gauge, optionally one `state` of migrate_safe_set_members."""
+    where = (("state", state),) if state else ()
+    matchers = SET_SEL + "".join(f', {k}="{v}"' for k, v in where)
+    legend = f"{RESOURCE} {state}" if state else RESOURCE
+    return Target(f"{metric}{{{matchers}}}", legend, Preview("value", metric, where=where))
 
 
 def age(metric: str) -> Target:
@@ -216,6 +225,45 @@ PANELS: tuple[Panel, ...] = (
         "bargauge",
         "s",
         (age("migrate_safe_last_backup_timestamp_seconds"),),
+    ),
+    Panel(
+        "Fleet members by state",
+        "DatabaseMigrationSet members (docs/fleets.md): Ready at the set's revision, running, "
+        "failed, waiting for their wave.",
+        "timeseries",
+        "none",
+        tuple(
+            set_gauge("migrate_safe_set_members", state)
+            for state in ("ready", "running", "failed", "waiting")
+        ),
+        options={"stacking": "normal"},
+    ),
+    Panel(
+        "Fleet wave",
+        "The wave each set's rollout is at (1-based; the canary is wave 1).",
+        "stat",
+        "none",
+        (set_gauge("migrate_safe_set_wave"),),
+        width=6,
+    ),
+    Panel(
+        "Fleets halted",
+        "1 when a set's failure budget halted its rollout: see the MigrateSafeSetHalted runbook.",
+        "stat",
+        "none",
+        (set_gauge("migrate_safe_set_halted"),),
+        width=6,
+        options={
+            "mappings": [
+                {
+                    "type": "value",
+                    "options": {
+                        "0": {"text": "Rolling", "color": "green"},
+                        "1": {"text": "Halted", "color": "red"},
+                    },
+                }
+            ]
+        },
     ),
 )
 

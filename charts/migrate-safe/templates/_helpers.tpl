@@ -65,10 +65,11 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 
 {{/* The rules the operator needs in every namespace it watches (no Secrets). */}}
 {{- define "migrate-safe.rules" -}}
-# DatabaseMigrations: read, and patch for kopf's annotations and finalizer.
+# DatabaseMigrations: read, and patch for kopf's annotations and finalizer; a set creates,
+# updates and deletes its members'.
 - apiGroups: [migrate-safe.dev]
   resources: [databasemigrations]
-  verbs: [get, list, watch, patch, update]
+  verbs: [get, list, watch, patch, update{{ if .Values.fleets.enabled }}, create, delete{{ end }}]
 - apiGroups: [migrate-safe.dev]
   resources: [databasemigrations/status]
   verbs: [get, patch, update]
@@ -76,6 +77,22 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 - apiGroups: [migrate-safe.dev]
   resources: [databasemigrations/finalizers]
   verbs: [update]
+{{- if .Values.fleets.enabled }}
+# DatabaseMigrationSets: read, status, and owner references (blockOwnerDeletion) on members.
+- apiGroups: [migrate-safe.dev]
+  resources: [databasemigrationsets]
+  verbs: [get, list, watch, patch]
+- apiGroups: [migrate-safe.dev]
+  resources: [databasemigrationsets/status]
+  verbs: [get, patch]
+- apiGroups: [migrate-safe.dev]
+  resources: [databasemigrationsets/finalizers]
+  verbs: [update]
+# Database Secrets of a set's selector: names, labels and age (never `get`: no single read).
+- apiGroups: [""]
+  resources: [secrets]
+  verbs: [list, watch]
+{{- end }}
 # One Job per phase; results come from the pods' termination messages.
 - apiGroups: [batch]
   resources: [jobs]

@@ -64,5 +64,26 @@ def test_testdata_is_valid_against_the_crd(path: Path) -> None:
 def test_argocd_cm_example_ships_this_script() -> None:
     """The argocd-cm snippet users copy carries exactly the tested script."""
     cm = yaml.safe_load((ROOT / "examples" / "gitops" / "argocd" / "argocd-cm.yaml").read_text())
-    key = "resource.customizations.health.migrate-safe.dev_DatabaseMigration"
-    assert cm["data"][key].strip() == SCRIPT.strip()
+    for kind in ("DatabaseMigration", "DatabaseMigrationSet"):
+        key = f"resource.customizations.health.migrate-safe.dev_{kind}"
+        assert cm["data"][key].strip() == SCRIPT.strip()
+
+
+SET_HEALTH = HEALTH.parent / "DatabaseMigrationSet"
+SET_CASES = yaml.safe_load((SET_HEALTH / "health_test.yaml").read_text())["tests"]
+
+
+@pytest.mark.parametrize("case", SET_CASES, ids=[Path(c["inputPath"]).stem for c in SET_CASES])
+def test_the_set_kind_has_the_same_health_check(case: dict[str, Any]) -> None:
+    obj = yaml.safe_load((SET_HEALTH / case["inputPath"]).read_text())
+    script = (SET_HEALTH / "health.lua").read_text()
+    assert script == SCRIPT
+    assert argocd_health(obj, script) == case["healthStatus"]
+
+
+@pytest.mark.parametrize(
+    "path", sorted((SET_HEALTH / "testdata").glob("*.yaml")), ids=lambda p: p.stem
+)
+def test_set_testdata_is_valid_against_the_set_crd(path: Path) -> None:
+    (schema,) = json_schemas(load(ROOT / "crds" / "databasemigrationset.yaml")).values()
+    jsonschema.validate(yaml.safe_load(path.read_text()), schema)

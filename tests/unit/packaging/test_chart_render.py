@@ -17,20 +17,28 @@ from tests.unit.packaging.conftest import CHART, ROOT, Render, by_kind, unknown_
 RUNBOOK = ROOT / "docs" / "runbook.md"
 
 
-def test_chart_crd_is_the_repository_crd_byte_for_byte() -> None:
-    shipped = (CHART / "files" / "databasemigration.crd.yaml").read_text()
-    assert shipped == (ROOT / "crds" / "databasemigration.yaml").read_text(), (
-        "cp crds/databasemigration.yaml charts/migrate-safe/files/databasemigration.crd.yaml"
+CRDS = ("databasemigration", "databasemigrationset")
+
+
+@pytest.mark.parametrize("name", CRDS)
+def test_chart_crds_are_the_repository_crds_byte_for_byte(name: str) -> None:
+    shipped = (CHART / "files" / f"{name}.crd.yaml").read_text()
+    assert shipped == (ROOT / "crds" / f"{name}.yaml").read_text(), (
+        f"cp crds/{name}.yaml charts/migrate-safe/files/{name}.crd.yaml"
     )
 
 
-def test_rendered_crd_has_the_same_schema_and_is_kept_on_uninstall(render: Render) -> None:
-    (crd,) = by_kind(render(), "CustomResourceDefinition")
-    source = yaml.safe_load((ROOT / "crds" / "databasemigration.yaml").read_text())
-    assert crd["spec"] == source["spec"]
-    assert crd["metadata"]["name"] == source["metadata"]["name"]
-    assert crd["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+def test_rendered_crds_have_the_same_schemas_and_are_kept_on_uninstall(render: Render) -> None:
+    rendered = {c["metadata"]["name"]: c for c in by_kind(render(), "CustomResourceDefinition")}
+    assert len(rendered) == len(CRDS)
+    for name in CRDS:
+        source = yaml.safe_load((ROOT / "crds" / f"{name}.yaml").read_text())
+        crd = rendered[source["metadata"]["name"]]
+        assert crd["spec"] == source["spec"]
+        assert crd["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
     assert not by_kind(render("crds.create=false"), "CustomResourceDefinition")
+    (only,) = by_kind(render("fleets.enabled=false"), "CustomResourceDefinition")
+    assert only["spec"]["names"]["kind"] == "DatabaseMigration"
 
 
 def _rules(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -42,11 +50,14 @@ def _rules(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
     [(), ("rbac.scope=namespace",), ("operator.peering.enabled=true", "replicaCount=2")],
     ids=["cluster", "namespace", "peering"],
 )
-def test_rbac_never_grants_secrets_or_wildcards(render: Render, sets: tuple[str, ...]) -> None:
+def test_rbac_never_reads_secrets_or_grants_wildcards(
+    render: Render, sets: tuple[str, ...]
+) -> None:
     rules = _rules(render(*sets))
     assert rules
     for rule in rules:
-        assert "secrets" not in rule["resources"], rule
+        if "secrets" in rule["resources"]:  # fleets find database Secrets by their labels
+            assert rule["resources"] == ["secrets"] and rule["verbs"] == ["list", "watch"], rule
         assert "*" not in rule["verbs"] and "*" not in rule["resources"], rule
         assert not {"escalate", "bind", "impersonate"} & set(rule["verbs"]), rule
         assert "pods/exec" not in rule["resources"], rule
@@ -79,6 +90,20 @@ def test_rbac_grants_what_the_operator_needs(render: Render) -> None:
     assert _grants(objects, "", "pods") == {"get", "list", "watch"}
     assert _grants(objects, "", "namespaces") == {"get", "list", "watch"}
     assert not _grants(objects, "kopf.dev", "clusterkopfpeerings"), "peering is off by default"
+    assert {"create", "delete", "patch"} <= _grants(
+        objects, "migrate-safe.dev", "databasemigrations"
+    )
+    assert _grants(objects, "migrate-safe.dev", "databasemigrationsets/status") == {"get", "patch"}
+
+
+def test_without_fleets_the_operator_has_no_secret_permission_at_all(render: Render) -> None:
+    for sets in (("fleets.enabled=false",), ("fleets.enabled=false", "rbac.scope=namespace")):
+        objects = render(*sets)
+        assert not [r for r in _rules(objects) if "secrets" in r["resources"]]
+        assert not _grants(objects, "migrate-safe.dev", "databasemigrationsets")
+        assert "create" not in _grants(objects, "migrate-safe.dev", "databasemigrations")
+        (deployment,) = by_kind(objects, "Deployment")
+        assert "--no-fleets" in deployment["spec"]["template"]["spec"]["containers"][0]["args"]
 
 
 def test_namespace_scope_uses_roles_and_reads_only_crds_cluster_wide(render: Render) -> None:
@@ -171,6 +196,7 @@ def test_alerts_query_only_exported_metrics(render: Render) -> None:
         "MigrateSafeRollbackStarted",
         "MigrateSafeApplyWithoutBackup",
         "MigrateSafeReconcileErrors",
+        "MigrateSafeSetHalted",
     }
     assert unknown_metrics([a["expr"] for a in alerts]) == {}
 

@@ -133,6 +133,11 @@ def _synthetic_run(tmp_path: Path) -> list[Path]:
         if phase == "rollback":
             m("rollbacks_total").inc()
             m("migrations_rolled_back_total").inc(1)
+        fleet = {"ready": i, "running": 2, "failed": 0, "waiting": 8 - i}
+        for state, value in fleet.items():
+            collected.set_fleet_gauge(metrics.SET_MEMBERS, "shop", "tenants", state, value=value)
+        collected.set_fleet_gauge(metrics.SET_WAVE, "shop", "tenants", value=1 + i // 3)
+        collected.set_fleet_gauge(metrics.SET_HALTED, "shop", "tenants", value=0)
         path = tmp_path / f"scrape-{i:02d}.txt"
         path.write_text(f"# scrape_time {now}\n" + generate_latest(registry).decode())
         paths.append(path)

@@ -1,4 +1,5 @@
--- Argo CD health of a migrate-safe.dev/DatabaseMigration.
+-- Argo CD health of a migrate-safe.dev/DatabaseMigration, and of a DatabaseMigrationSet (the
+-- same conditions: Ready when every member is, Stalled when its rollout halted).
 --
 -- Progressing while the operator has not seen the current spec (no status, or
 -- status.observedGeneration ~= metadata.generation; the CRD defaults it to -1), Healthy on

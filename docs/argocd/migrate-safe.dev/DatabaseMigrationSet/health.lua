@@ -1,0 +1,1 @@
+../DatabaseMigration/health.lua
