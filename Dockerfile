@@ -64,7 +64,7 @@ FROM ${PYTHON_IMAGE}
 # PostgreSQL client tools from Debian trixie itself (postgresql-client-17): signed by Debian,
 # patched by Debian's security updates, no third-party apt repository or key in the image.
 # pg_dump must be of a major version >= the server's; 17 dumps servers 9.2 to 17, which covers
-# every server migrate-safe supports (12+). For PostgreSQL 18 servers build with PGDG's client:
+# every server migrate-safe supports from 13 to 17 (docs/compatibility.md). For PostgreSQL 18 servers build with PGDG's client:
 # add apt.postgresql.org's trixie-pgdg repository and --build-arg PG_MAJOR=18.
 ARG PG_MAJOR=17
 RUN apt-get update \

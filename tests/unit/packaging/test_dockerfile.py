@@ -1,5 +1,6 @@
-"""The Dockerfile cannot be built here (no container engine): these tests keep it consistent
-with pyproject.toml and apply hadolint's rules that matter for this image, without the binary."""
+"""Fast checks on the Dockerfile's text, before any build: it stays consistent with pyproject.toml
+and follows hadolint's rules that matter for this image (without the binary). The image itself is
+built with buildah and run on the devcluster's node by tests/e2e/test_image.py."""
 
 from __future__ import annotations
 
