@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from typing import Any
 
 import pytest
@@ -99,6 +98,16 @@ def basic_spec(**extra: Any) -> dict[str, Any]:
 def schema_hash(db: Database) -> str:
     with db.connect() as conn:
         return fingerprint(conn, "migrate_safe").hash
+
+
+def reader_age(db: Database) -> float:
+    """Seconds the nightly-report session has been in its transaction (0 before it begins)."""
+    age = db.scalar(
+        "SELECT coalesce(max(extract(epoch FROM now() - xact_start)), 0)::float8"
+        " FROM pg_stat_activity WHERE application_name = 'nightly-report'"
+    )
+    assert isinstance(age, float)
+    return age
 
 
 def test_happy_path_runs_the_phases_in_order_to_ready(
@@ -197,7 +206,7 @@ def test_long_transaction_on_a_touched_table_blocks_preflight_until_it_ends(
     reader = threading.Thread(target=long_reader)
     reader.start()
     try:
-        time.sleep(1.5)
+        wait_for("the reader's transaction to pass the 1 s threshold", lambda: reader_age(db) > 1.2)
         spec = basic_spec(preflight={"longTransactionSeconds": 1, "retryInterval": "3s"})
         create(custom, namespace, "accounts", spec)
         obj = wait_condition(custom, namespace, "accounts", "PreflightPassed", "False")
@@ -205,7 +214,8 @@ def test_long_transaction_on_a_touched_table_blocks_preflight_until_it_ends(
         assert blocked["reason"] == "PreflightBlocked"
         assert "nightly-report" in blocked["message"] and "accounts" in blocked["message"]
         assert condition(obj, "Stalled")["status"] == "False"  # transient: retried, not failed
-        time.sleep(4)
+        # Retried, not given up: a second preflight Job, and still no apply Job.
+        wait_for("a retried preflight", lambda: len(jobs_of(batch, namespace, "preflight")) >= 2)
         assert jobs_of(batch, namespace, "apply") == []
     finally:
         release.set()
@@ -307,7 +317,6 @@ def test_killed_operator_adopts_the_running_apply_job(
     create(custom, namespace, "slow", basic_spec())
     wait_for("the apply Job", lambda: jobs_of(batch, namespace, "apply"), timeout=90)
     operator.kill()
-    time.sleep(1)
     operator.start()
     obj = wait_condition(custom, namespace, "slow", "Ready", "True")
     assert obj["status"]["currentVersion"] == 3
