@@ -29,7 +29,8 @@ def test_chart_crds_are_the_repository_crds_byte_for_byte(name: str) -> None:
 
 
 def test_rendered_crds_have_the_same_schemas_and_are_kept_on_uninstall(render: Render) -> None:
-    rendered = {c["metadata"]["name"]: c for c in by_kind(render(), "CustomResourceDefinition")}
+    with_sets = render("fleets.enabled=true")
+    rendered = {c["metadata"]["name"]: c for c in by_kind(with_sets, "CustomResourceDefinition")}
     assert len(rendered) == len(CRDS)
     for name in CRDS:
         source = yaml.safe_load((ROOT / "crds" / f"{name}.yaml").read_text())
@@ -39,6 +40,7 @@ def test_rendered_crds_have_the_same_schemas_and_are_kept_on_uninstall(render: R
     assert not by_kind(render("crds.create=false"), "CustomResourceDefinition")
     (only,) = by_kind(render("fleets.enabled=false"), "CustomResourceDefinition")
     assert only["spec"]["names"]["kind"] == "DatabaseMigration"
+    assert by_kind(render(), "CustomResourceDefinition") == [only], "sets are off by default"
 
 
 def _rules(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -47,8 +49,14 @@ def _rules(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 @pytest.mark.parametrize(
     "sets",
-    [(), ("rbac.scope=namespace",), ("operator.peering.enabled=true", "replicaCount=2")],
-    ids=["cluster", "namespace", "peering"],
+    [
+        (),
+        ("rbac.scope=namespace",),
+        ("operator.peering.enabled=true", "replicaCount=2"),
+        ("fleets.enabled=true",),
+        ("fleets.enabled=true", "rbac.scope=namespace"),
+    ],
+    ids=["cluster", "namespace", "peering", "fleets", "fleets-namespace"],
 )
 def test_rbac_never_reads_secrets_or_grants_wildcards(
     render: Render, sets: tuple[str, ...]
@@ -73,7 +81,7 @@ def _grants(objects: list[dict[str, Any]], group: str, resource: str) -> set[str
 
 
 def test_rbac_grants_what_the_operator_needs(render: Render) -> None:
-    objects = render()
+    objects = render("fleets.enabled=true")
     assert _grants(objects, "batch", "jobs") == {
         "get",
         "list",
@@ -97,7 +105,7 @@ def test_rbac_grants_what_the_operator_needs(render: Render) -> None:
 
 
 def test_without_fleets_the_operator_has_no_secret_permission_at_all(render: Render) -> None:
-    for sets in (("fleets.enabled=false",), ("fleets.enabled=false", "rbac.scope=namespace")):
+    for sets in ((), ("fleets.enabled=false",), ("fleets.enabled=false", "rbac.scope=namespace")):
         objects = render(*sets)
         assert not [r for r in _rules(objects) if "secrets" in r["resources"]]
         assert not _grants(objects, "migrate-safe.dev", "databasemigrationsets")
