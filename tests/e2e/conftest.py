@@ -26,6 +26,7 @@ from devcluster import image
 from devcluster.testing import Api, Pods, wait_for
 from migrate_safe.localpg import LocalPostgres, free_port
 from tests.conftest import Database
+from tests.e2e.artefacts import Collector, artefact_files, scan
 
 
 @pytest.fixture(scope="session")
@@ -117,8 +118,21 @@ def custom(api_client: Api) -> Api:
     return client.CustomObjectsApi(api_client)
 
 
+@pytest.fixture(scope="session")
+def artefacts(
+    api_client: Api, pg: LocalPostgres, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Collector]:
+    """What the test namespaces held (Events, pod statuses and logs, Jobs, statuses), copied
+    before each is deleted. At the end of the session no artefact of the run may hold the
+    database password or a DSN with a password (tests/e2e/test_secrets.py)."""
+    collector = Collector(api_client, tmp_path_factory.mktemp("artefacts"))
+    yield collector
+    hits = scan(artefact_files(tmp_path_factory.getbasetemp()), [pg.password])
+    assert not hits, "the password leaked:\n" + "\n".join(map(str, hits))
+
+
 @pytest.fixture
-def namespace(core: Api, request: pytest.FixtureRequest) -> Iterator[str]:
+def namespace(core: Api, artefacts: Collector, request: pytest.FixtureRequest) -> Iterator[str]:
     """A fresh namespace per test, deleted afterwards (the namespace controller empties it)."""
     slug = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:40]
     name = f"{slug}-{uuid.uuid4().hex[:6]}"
@@ -126,6 +140,7 @@ def namespace(core: Api, request: pytest.FixtureRequest) -> Iterator[str]:
     # Pods are admitted only once the controller has made the namespace's ServiceAccount.
     wait_for("the default ServiceAccount", lambda: _has_service_account(core, name), timeout=30)
     yield name
+    artefacts.collect(name)
     try:
         core.delete_namespace(name, propagation_policy="Background")
     except ApiException as exc:
@@ -191,6 +206,7 @@ class OperatorProcess:
     metrics_port: int
     job_image: str
     process: subprocess.Popen[bytes] | None = None
+    peering: tuple[str, ...] = ("--standalone",)  # or ("--peering", NAME, "--priority", N)
 
     def start(self) -> None:
         env = {
@@ -201,7 +217,7 @@ class OperatorProcess:
         env.pop("MIGRATE_SAFE_JOB_COMMAND", None)  # the image's own `migrate-safe`
         command = [
             sys.executable, "-m", "migrate_safe", "operator", "--namespace", self.namespace,
-            "--standalone", "--metrics-port", str(self.metrics_port), "--liveness-port", "0",
+            *self.peering, "--metrics-port", str(self.metrics_port), "--liveness-port", "0",
         ]  # fmt: skip
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(command, env=env, stdout=log, stderr=log)
