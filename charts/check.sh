@@ -5,7 +5,7 @@
 #   charts/check.sh BIN_DIR       BIN_DIR holds helm and kubeconform (devcluster/build.sh prints it)
 #
 # Schemas, all local (no network): Kubernetes' from the kubernetes-validate package in .venv (tools/k8s_schemas.py),
-# the CRDs' (crds/*.yaml) converted by tools/crd_schema.py.
+# the CRDs' (crds/*.yaml and the chart's crds/) converted by tools/crd_schema.py.
 # ServiceMonitor and PrometheusRule (Prometheus Operator CRDs) are skipped: their content is
 # checked by tests/unit/packaging (metric names, runbook links).
 set -euo pipefail
@@ -18,7 +18,8 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
 k8s_schemas=$("$py" tools/k8s_schemas.py "$work/k8s-schemas" "$kube_version")
-"$py" tools/crd_schema.py "$work/crd-schemas" >/dev/null
+# kopf's peering CRDs (the chart's crds/) too: the peering rendering creates their objects.
+"$py" tools/crd_schema.py "$work/crd-schemas" crds/*.yaml "$chart"/crds/*.yaml >/dev/null
 
 "$bin/helm" lint --strict "$chart"
 "$bin/helm" lint --strict "$chart" --set rbac.scope=namespace --set 'watchNamespaces={apps,billing}'

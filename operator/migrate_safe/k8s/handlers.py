@@ -77,6 +77,8 @@ async def leadership(stopped: kopf.DaemonStopped, memo: kopf.Memo, **_: Any) -> 
     """Work while this replica is the active one: kopf stops daemons when peering pauses the
     operator, and starts them again when it resumes."""
     controllers: list[Controller] = memo["controllers"]
+    # One line per change of role: with replicas, the logs say which one works.
+    log.info("active: this replica reconciles")
     for controller in controllers:
         controller.activate()
     try:
@@ -84,6 +86,7 @@ async def leadership(stopped: kopf.DaemonStopped, memo: kopf.Memo, **_: Any) -> 
     finally:
         for controller in controllers:
             controller.deactivate()
+        log.info("inactive: paused by peering or stopping")
 
 
 # --- what kopf keeps from the watches ----------------------------------------------------------
