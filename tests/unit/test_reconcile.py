@@ -239,6 +239,27 @@ def test_a_job_that_died_without_a_result_is_a_failure_with_the_jobs_message() -
     assert "deadline" in sim.condition("Stalled")["message"]
 
 
+def test_a_killed_harness_is_run_again_whose_result_then_decides() -> None:
+    sim = Sim()
+    sim.step()
+    sim.run("preflight", preflight_result())
+    for attempt in (1, 2, 3):
+        assert sim.last and sim.last.launch and sim.last.launch.phase == "apply"
+        assert sim.last.launch.attempt == attempt
+        sim.finish("apply", None, "failed")
+        name = sim.status["jobs"]["apply"]
+        sim.jobs[name] = replace(sim.jobs[name], failure_reason="BackoffLimitExceeded")
+        sim.now += timedelta(seconds=RESULT_GRACE_SECONDS + 1)  # longer than the backoff too
+        sim.step()
+        if attempt < 3:  # retried as transient, never Stalled
+            assert sim.condition("Stalled")["status"] == "False"
+    stalled = sim.condition("Stalled")  # killed every time: a person has to look
+    assert (stalled["status"], stalled["reason"]) == ("True", "ApplyFailed")
+    assert "ended without a result (its process was killed)" in stalled["message"]
+    retries = [h["outcome"] for h in sim.status["history"] if h["phase"] == "apply"]
+    assert retries == ["failed", "failed", "failed"]
+
+
 def blocked_preflight() -> dict[str, Any]:
     problem = {
         "name": "LongTransactionOnTouchedTable",

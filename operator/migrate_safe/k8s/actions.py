@@ -91,6 +91,7 @@ def _job_view(entry: dict[str, Any], pods: list[dict[str, Any]]) -> JobView:
         state=state,
         result=result,
         message=(true.get("Failed") or {}).get("message", "") or "",
+        failure_reason=(true.get("Failed") or {}).get("reason", "") or "",
         waiting=waiting if state == "running" else None,
         started_at=status.get("startTime"),
         finished_at=finished_at,

@@ -55,6 +55,9 @@ HISTORY_LIMIT = 20
 RESULT_GRACE_SECONDS = 30.0
 LOST_RESULT_SECONDS = 600.0
 RETRY_FIRST, RETRY_MAX = 10.0, 300.0
+# A Job whose harness was killed before it could report is run again this many times; the
+# run after tells what the database is in (crashing every time: it stalls).
+CRASH_RETRIES = 2
 
 # What each phase is called while it runs: (status.phase, Ready reason).
 RUNNING = {
@@ -96,6 +99,7 @@ class JobView:
     state: str  # running | succeeded | failed
     result: PhaseResult | None = None  # the harness's termination message
     message: str = ""  # why a Job failed without a result (deadline, crash)
+    failure_reason: str = ""  # the Job's Failed condition: DeadlineExceeded, BackoffLimitExceeded
     waiting: str | None = None  # a pod that cannot start: missing Secret or ConfigMap
     started_at: str | None = None
     finished_at: str | None = None
@@ -761,11 +765,20 @@ def decide(world: World) -> Decision:
 
 def _result_of(job: JobView) -> PhaseResult:
     """What a finished Job reported; a Job without a result is a failure with its own message
-    (a crash, a deadline, a pod deleted by hand): nothing is known of the database."""
+    (a crash, a deadline, a pod deleted by hand): nothing is known of the database.
+
+    A failed one (the harness killed: SIGKILL, out of memory, a lost node) is retried, at
+    most CRASH_RETRIES times: the next run reads the ledger first, so it either finds nothing
+    done (a transaction dies with its session) or refuses a dirty version, naming it and the
+    way out, which is what the user needs to read."""
     if job.result is not None:
         return job.result
     message = job.message or "the Job's pod left no result (termination message)"
-    return PhaseResult(job.phase, "failed", -1, error=ErrorInfo(message))
+    killed = job.state == "failed" and job.failure_reason == "BackoffLimitExceeded"
+    retry = killed and job.attempt <= CRASH_RETRIES
+    if killed:
+        message = f"{job.phase} Job {job.name} ended without a result (its process was killed)"
+    return PhaseResult(job.phase, "failed", -1, error=ErrorInfo(message, transient=retry))
 
 
 def _route(spec: DatabaseMigrationSpec, preflight: PhaseResult) -> tuple[str, int]:
