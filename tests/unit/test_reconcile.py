@@ -6,6 +6,7 @@ Job results are made the way the harness makes them: a JSON report body through
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -161,6 +162,26 @@ def test_first_visit_writes_observed_generation_and_conditions_and_starts_prefli
     )
     assert decision.launch and decision.launch.job_name == "orders-0a1b2-g1-preflight"
     assert decision.requeue_after is None  # the Job's own events wake the next pass
+
+
+def test_the_passes_a_running_job_wakes_write_no_status() -> None:
+    """One status write per step: the pass that creates a Job already says it is running, so
+    the passes its Job's and pod's events wake (created, pod started) find nothing to write."""
+    sim = Sim()
+    sim.step()
+    for phase, result in (
+        ("preflight", preflight_result()),
+        ("apply", apply_result(3, 1, 2, 3)),
+        ("postflight", {**PASSED, "fingerprint": "f" * 64}),
+    ):
+        assert sim.launched() == phase
+        launched = copy.deepcopy(sim.status)
+        sim.step()  # the Job is visible now, its pod running
+        assert sim.status == launched
+        assert sim.condition("Ready")["message"] == f"{phase} Job {sim.name(phase)} is running"
+        sim.finish(phase, result)
+        sim.step()
+    assert sim.condition("Ready")["reason"] == "Migrated"
 
 
 def test_happy_path_with_backup_runs_the_phases_in_order() -> None:

@@ -462,7 +462,6 @@ class Reconciler:
     # --- in progress ---------------------------------------------------------------------
 
     def _in_progress_of(self, job: JobView) -> None:
-        phase_name, reason = RUNNING[job.phase]
         if job.waiting:
             # The pod cannot start (a Secret or ConfigMap is missing): nothing progresses
             # until someone creates it, then the kubelet retries by itself.
@@ -472,10 +471,16 @@ class Reconciler:
                 phase="Waiting",
             )
             return
-        self._progress(phase_name, reason, f"{job.phase} Job {job.name} is running")
-        kind = PHASE_CONDITION.get(job.phase)
+        self._running(job.phase, job.name)
+
+    def _running(self, phase: str, name: str) -> None:
+        """The status of a phase whose Job exists. The pass that creates the Job writes it
+        already, so the passes its Job's and pod's events wake find nothing to write."""
+        phase_name, reason = RUNNING[phase]
+        self._progress(phase_name, reason, f"{phase} Job {name} is running")
+        kind = PHASE_CONDITION.get(phase)
         if kind:
-            self._condition(kind, c.UNKNOWN, reason, f"Job {job.name} is running")
+            self._condition(kind, c.UNKNOWN, reason, f"Job {name} is running")
 
     # --- the next step -------------------------------------------------------------------
 
@@ -707,8 +712,7 @@ class Reconciler:
         if phase == "apply" and approval:
             launch_options["expect_plan_hash"] = approval
         self.decision.launch = Launch(phase, attempt, name, launch_options)
-        phase_name, reason = RUNNING[phase]
-        self._progress(phase_name, reason, f"starting {phase} Job {name}")
+        self._running(phase, name)
         self._event("Normal", f"{phase.capitalize()}Started", f"created Job {name}")
 
     # --- conditions ------------------------------------------------------------------------
