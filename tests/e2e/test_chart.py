@@ -219,11 +219,18 @@ def test_example_migration_becomes_ready_through_the_installed_operator(
     with psycopg.connect(release.database_url) as conn:
         applied = conn.execute("SELECT max(version) FROM migrate_safe.applied").fetchone()
     assert applied == (versions[-1],)
-    # The operator's own network namespace: /metrics is on its pod address.
+    # The operator's own network namespace: /metrics is on its pod address. The gauges follow
+    # the status write, so wait for the series rather than read it once.
     pod = _operator_pod(core, release)
-    with urllib.request.urlopen(f"http://{pod.status.pod_ip}:9090/metrics") as page:
-        scraped = page.read().decode()
-    assert f'migrate_safe_ready{{name="orders-db",namespace="{ns}"}} 1.0' in scraped
+    ready = f'migrate_safe_ready{{name="orders-db",namespace="{ns}"}} 1.0'
+    wait_for(
+        "the ready gauge", lambda: ready in _scrape(f"http://{pod.status.pod_ip}:9090/metrics")
+    )
+
+
+def _scrape(url: str) -> str:
+    with urllib.request.urlopen(url) as page:
+        return str(page.read().decode())
 
 
 def test_uninstall_keeps_the_crd_and_the_migrations(release: Release, extensions: Api) -> None:

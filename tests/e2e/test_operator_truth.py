@@ -245,7 +245,12 @@ def test_a_partly_applied_run_reports_where_it_stopped_once(
     assert obj["status"]["pendingCount"] == 1
     message = condition(obj, "Stalled")["message"]
     assert message.count("SQLSTATE") == 1 and message.count("002_broken.up.sql:1") == 1
-    warnings = [e for e in events_of(core, namespace, "app") if e.type == "Warning"]
+    # The Event and the log line follow the status write: wait for them, then count.
+    warnings = wait_for(
+        "the ApplyFailed Event",
+        lambda: [e for e in events_of(core, namespace, "app") if e.type == "Warning"],
+    )
     assert [e.reason for e in warnings] == ["ApplyFailed"]
-    log = operator.log_path.read_text()
-    assert f"{namespace}/app: ApplyFailed" in log
+    wait_for(
+        "the log line", lambda: f"{namespace}/app: ApplyFailed" in operator.log_path.read_text()
+    )
