@@ -268,13 +268,10 @@ def carry_out(
     written = None
     patch = merge_patch(world.status, decision.status)
     if patch:
-        try:
-            written = _patch_status(body, patch)
-        except ApiException as error:
-            if error.status != 409:
-                raise
-            # Someone changed the resource since we read it (a spec edit): decide again on
-            # what is there now, soon.
+        written = _patch_status_unless_changed(body, world, patch)
+        if written is None:
+            # Someone changed the spec or the status since we read it: decide again on what
+            # is there now, soon.
             log.info("%s/%s: status write raced a change; deciding again", *_key(world))
             return Carried(None, CONFLICT_RETRY)
     for event in decision.events:
@@ -320,6 +317,47 @@ def _api_message(error: ApiException) -> str:
         return str(json.loads(error.body or "{}").get("message", "")) or str(error.reason)
     except ValueError:
         return str(error.reason)
+
+
+def _patch_status_unless_changed(
+    body: Mapping[str, Any], world: World, patch: dict[str, Any]
+) -> dict[str, Any] | None:
+    """Write the status patch; None when the resource changed in a way the decision did not
+    see. A change of metadata only (kopf adding its finalizer or annotations to a new
+    resource, right as the first pass writes) leaves the decision valid: it is written again
+    on the fresh resourceVersion, so the next pass does not launch the same Job twice."""
+    for _ in range(METADATA_RACE_RETRIES):
+        try:
+            return _patch_status(body, patch)
+        except ApiException as error:
+            if error.status != 409:
+                raise
+        meta = body["metadata"]
+        fresh = cast(
+            dict[str, Any],
+            kubernetes.client.CustomObjectsApi().get_namespaced_custom_object(
+                GROUP, VERSION, meta["namespace"], PLURAL, meta["name"]
+            ),
+        )
+        if not decided_on(fresh, world):
+            return None
+        body = {
+            **body,
+            "metadata": {**meta, "resourceVersion": fresh["metadata"]["resourceVersion"]},
+        }
+    return None
+
+
+METADATA_RACE_RETRIES = 3
+
+
+def decided_on(current: Mapping[str, Any], world: World) -> bool:
+    """Whether `current` (the resource as it is now) has the generation and the status a pass
+    decided on: only its metadata may have changed since."""
+    return bool(
+        current.get("metadata", {}).get("generation", 1) == world.generation
+        and (current.get("status") or {}) == world.status
+    )
 
 
 def _patch_status(body: Mapping[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
