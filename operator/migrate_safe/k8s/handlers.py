@@ -39,8 +39,12 @@ log = logging.getLogger("migrate_safe.operator")
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any) -> None:
     """Own every name kopf writes, then start the controller over kopf's caches."""
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    # kopf keeps the last handled body in an annotation to diff against. No handler of ours
+    # reacts to a spec diff (a pass compares generations), and a copy of the spec there would
+    # cap it at the 256 KiB every annotation shares: an inline source over it failed kopf's
+    # every patch. So the copy leaves the spec out.
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=GROUP, key="last-handled-spec"
+        prefix=GROUP, key="last-handled-spec", ignored_fields=["spec"]
     )
     settings.persistence.finalizer = f"{GROUP}/finalizer"
     settings.posting.level = logging.WARNING  # our own Events tell the story, not log lines
