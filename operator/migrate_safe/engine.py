@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -31,9 +31,10 @@ from migrate_safe.errors import MigrateSafeError, MigrationFailed, RollbackFaile
 from migrate_safe.fingerprint import Fingerprint, describe_diff, diff, fingerprint
 from migrate_safe.ledger import HistoryEntry, Ledger, LedgerSnapshot
 from migrate_safe.locks import (
-    long_lock_holders,
+    Blocker,
     own_relation_locks,
-    resolve_relations,
+    relation_names,
+    send_long_lock_holders,
     strongest,
 )
 from migrate_safe.outcome import (
@@ -45,7 +46,7 @@ from migrate_safe.outcome import (
 from migrate_safe.plan import RollbackStep
 from migrate_safe.report import Reporter
 from migrate_safe.scanner import Migration, Script
-from migrate_safe.session import local_timeouts, set_timeouts
+from migrate_safe.session import set_timeouts
 from migrate_safe.statements import (
     Statement,
     concurrent_index,
@@ -205,61 +206,76 @@ class Engine:
     # --- the two ways of running a script ---------------------------------------------------
 
     def _run_in_transaction(self, unit: _Unit) -> int:
-        """The whole script plus its ledger change and history row, atomically, with retries."""
+        """The whole script plus its ledger change and history row, atomically, with retries.
+
+        Round trips: one opens the transaction (BEGIN, the timeouts and the quiet-wait probe
+        together), one per statement, one writes the ledger and history rows and commits."""
         statements = unit.script.body.statements
-        relations = unit.script.relations
+        names = relation_names(unit.script.relations)
         for attempt in range(1, self.policy.lock_retries + 2):
             lock_timeout = self.policy.lock_timeout_for(
                 attempt, unit.script.directives.lock_timeout
             )
-            self._wait_until_quiet(resolve_relations(self.conn, relations), lock_timeout)
-            started = time.monotonic()
+            timeouts = (lock_timeout, self._statement_timeout(unit.script))
             try:
-                with local_timeouts(
-                    self.conn,
-                    lock_timeout=lock_timeout,
-                    statement_timeout=self._statement_timeout(unit.script),
-                ):
+                with self._transaction_opened():
+                    self._wait_until_quiet(names, timeouts, begin=True)
+                    started = time.monotonic()
                     for statement in statements:
                         self._execute(unit.script, statement, in_transaction=True)
-                    unit.record_done(_millis(started))
-                    self._history(unit, "succeeded", attempt=attempt)
+                    with _pipelined(self.conn):
+                        unit.record_done(_millis(started))
+                        self._history(unit, "succeeded", attempt=attempt)
+                        self.conn.execute("COMMIT")
                 return attempt
             except StatementFailed as failed:
                 self._after_failure(failed, unit, attempt)
         raise AssertionError("unreachable: _after_failure raises on the last attempt")
 
+    @contextmanager
+    def _transaction_opened(self) -> Iterator[None]:
+        """Roll back the transaction `_wait_until_quiet` opens in the block when anything goes
+        wrong (an error, a signal); the block commits it on success."""
+        try:
+            yield
+        finally:
+            if self.conn.info.transaction_status != TransactionStatus.IDLE:
+                self.conn.execute("ROLLBACK")
+
     def _run_autocommit(self, unit: _Unit) -> int:
         """Statement by statement outside a transaction, the ledger row dirty until the end."""
         statements = unit.script.body.statements
         started = time.monotonic()
-        with self.conn.transaction():
+        with self._committed_in_one_round_trip():
             unit.mark_dirty()
             self._history(unit, "started")
         most_attempts = 1
         for done, statement in enumerate(statements, start=1):
             most_attempts = max(most_attempts, self._autocommit_statement(unit, statement))
             self.ledger.set_progress(unit.version, done)
-        self.conn.execute("RESET lock_timeout")
-        self.conn.execute("RESET statement_timeout")
-        with self.conn.transaction():
+        with self._committed_in_one_round_trip():
+            self.conn.execute("RESET lock_timeout")
+            self.conn.execute("RESET statement_timeout")
             unit.record_done(_millis(started))
             self._history(unit, "succeeded", attempt=most_attempts)
         return most_attempts
 
+    @contextmanager
+    def _committed_in_one_round_trip(self) -> Iterator[None]:
+        """BEGIN, the block's queries and COMMIT sent together; rolled back on any error."""
+        with self._transaction_opened(), _pipelined(self.conn):
+            self.conn.execute("BEGIN")
+            yield
+            self.conn.execute("COMMIT")
+
     def _autocommit_statement(self, unit: _Unit, statement: Statement) -> int:
-        relations = resolve_relations(self.conn, statement_relations(statement.sql))
+        names = relation_names(statement_relations(statement.sql))
         for attempt in range(1, self.policy.lock_retries + 2):
             lock_timeout = self.policy.lock_timeout_for(
                 attempt, unit.script.directives.lock_timeout
             )
-            self._wait_until_quiet(relations, lock_timeout)
-            set_timeouts(
-                self.conn,
-                lock_timeout=lock_timeout,
-                statement_timeout=self._statement_timeout(unit.script),
-                local=False,
-            )
+            timeouts = (lock_timeout, self._statement_timeout(unit.script))
+            self._wait_until_quiet(names, timeouts, begin=False)
             try:
                 self._execute(unit.script, statement, in_transaction=False)
                 return attempt
@@ -316,14 +332,23 @@ class Engine:
             return script.directives.statement_timeout
         return self.policy.statement_timeout
 
-    def _wait_until_quiet(self, relation_oids: list[int], lock_timeout: float) -> None:
-        """Wait (bounded) while a transaction older than lock_timeout holds the tables."""
+    def _wait_until_quiet(
+        self, names: list[str], timeouts: tuple[float, float], *, begin: bool
+    ) -> None:
+        """Set the timeouts (lock_timeout, statement_timeout) and wait (bounded) while a
+        transaction older than that lock_timeout holds one of the named tables.
+
+        With `begin`, return inside a new transaction whose timeouts they are (SET LOCAL);
+        else they are the session's. BEGIN and the timeouts travel with the probe: one round
+        trip in all when nothing holds the tables. Waiting happens outside any transaction."""
         deadline = time.monotonic() + self.policy.quiet_wait
         announced = False
-        while relation_oids:
-            blockers = long_lock_holders(self.conn, relation_oids, lock_timeout)
+        while True:
+            blockers = self._probe(names, timeouts, begin=begin)
             if not blockers or time.monotonic() >= deadline:
                 return
+            if begin:
+                self.conn.execute("ROLLBACK")
             if not announced:
                 first = blockers[0]
                 self.report.event(
@@ -336,6 +361,24 @@ class Engine:
                 )
                 announced = True
             time.sleep(0.2)
+
+    def _probe(
+        self, names: list[str], timeouts: tuple[float, float], *, begin: bool
+    ) -> list[Blocker]:
+        """[BEGIN,] the timeouts and the long lock holders of `names` (none to look for when no
+        name is touched), in one round trip."""
+        lock_timeout, statement_timeout = timeouts
+        with _pipelined(self.conn):
+            if begin:
+                self.conn.execute("BEGIN")
+            set_timeouts(
+                self.conn,
+                lock_timeout=lock_timeout,
+                statement_timeout=statement_timeout,
+                local=begin,
+            )
+            probe = send_long_lock_holders(self.conn, names, lock_timeout) if names else None
+        return probe.fetchall() if probe is not None else []
 
     def _drop_invalid_index(self, statement: Statement) -> None:
         """A concurrent index build that failed leaves an INVALID index; drop it to retry."""
@@ -468,6 +511,12 @@ class Engine:
     def _rolled_back(self) -> Iterator[None]:
         with self.conn.transaction(force_rollback=True):
             yield
+
+
+def _pipelined(conn: psycopg.Connection[Any]) -> AbstractContextManager[object]:
+    """Queries sent together and answered in one round trip (psycopg's pipeline mode, where
+    libpq supports it); an error stops the rest of the batch, as it would one by one."""
+    return conn.pipeline() if psycopg.Pipeline.is_supported() else nullcontext()
 
 
 def _beyond_a_rehearsal(failed: StatementFailed, skipped: list[int]) -> str | None:

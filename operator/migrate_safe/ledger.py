@@ -171,9 +171,17 @@ class Ledger:
         self.conn = conn
         self.schema = schema
         self._schema_is_own = False
+        self._queries: dict[str, str] = {}
 
-    def _q(self, template: str) -> sql.Composed:
-        return sql.SQL(template).format(schema=sql.Identifier(self.schema))
+    def _q(self, template: str) -> str:
+        """The template with the ledger's schema filled in, composed once per connection:
+        the engine writes the ledger for every migration, and a constant text is converted
+        once by psycopg and prepared by the server."""
+        query = self._queries.get(template)
+        if query is None:
+            composed = sql.SQL(template).format(schema=sql.Identifier(self.schema))
+            query = self._queries[template] = composed.as_string(self.conn)
+        return query
 
     # --- layout -----------------------------------------------------------------------
 

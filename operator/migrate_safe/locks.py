@@ -94,27 +94,50 @@ def resolve_relations(conn: psycopg.Connection[Any], relations: AbstractSet[Rela
     return [int(oid) for (oid,) in rows]
 
 
-def long_lock_holders(
-    conn: psycopg.Connection[Any], relation_oids: list[int], older_than_seconds: float
-) -> list[Blocker]:
-    """Other sessions whose transaction, older than the threshold, holds a lock on these tables.
+# The quiet-wait probe, in one query: the names are resolved here (a relation the migration
+# creates does not exist yet and matches nothing), and pg_locks is read only when some other
+# session's transaction is older than the threshold (the common case reads pg_stat_activity
+# alone). Locks of other databases are left out: their relation oids mean other relations.
+_LONG_HOLDERS = """
+WITH old AS MATERIALIZED (
+    SELECT pid, coalesce(application_name, '') AS application_name, xact_start
+    FROM pg_stat_activity
+    WHERE pid <> pg_backend_pid()
+      AND xact_start < clock_timestamp() - make_interval(secs => %(older_than)s)
+), touched AS MATERIALIZED (
+    SELECT DISTINCT to_regclass(name)::oid AS oid
+    FROM unnest(%(names)s::text[]) AS name
+    WHERE to_regclass(name) IS NOT NULL
+)
+SELECT l.pid, old.application_name, n.nspname || '.' || c.relname AS relation, l.mode,
+       extract(epoch FROM clock_timestamp() - old.xact_start)::float8 AS transaction_seconds
+FROM old
+JOIN pg_locks l ON l.pid = old.pid
+JOIN touched ON touched.oid = l.relation
+JOIN pg_class c ON c.oid = l.relation
+JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE EXISTS (SELECT FROM old) AND EXISTS (SELECT FROM touched)
+  AND l.granted AND l.locktype = 'relation'
+  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+ORDER BY old.xact_start, relation
+"""
+
+
+def relation_names(relations: AbstractSet[Relation]) -> list[str]:
+    """The names as the probe resolves them (schema may be None: sorted as text)."""
+    return sorted(str(r) for r in relations)
+
+
+def send_long_lock_holders(
+    conn: psycopg.Connection[Any], names: list[str], older_than_seconds: float
+) -> psycopg.Cursor[Blocker]:
+    """Other sessions whose transaction, older than the threshold, holds a lock on one of the
+    named relations: the cursor to read them from, so that the query can travel in a
+    pipeline with the statements around it.
 
     An ALTER queued behind such a transaction would make every later query on the table
     queue behind the ALTER: waiting before we ask for the lock avoids that outage.
     """
-    if not relation_oids:
-        return []
-    with conn.cursor(row_factory=class_row(Blocker)) as cursor:
-        return cursor.execute(
-            "SELECT l.pid, coalesce(a.application_name, '') AS application_name,"
-            " n.nspname || '.' || c.relname AS relation, l.mode,"
-            " extract(epoch FROM clock_timestamp() - a.xact_start)::float8 AS transaction_seconds"
-            " FROM pg_locks l"
-            " JOIN pg_stat_activity a ON a.pid = l.pid"
-            " JOIN pg_class c ON c.oid = l.relation"
-            " JOIN pg_namespace n ON n.oid = c.relnamespace"
-            " WHERE l.relation = ANY(%s::oid[]) AND l.granted AND l.pid <> pg_backend_pid()"
-            " AND a.xact_start < clock_timestamp() - make_interval(secs => %s)"
-            " ORDER BY a.xact_start",
-            [relation_oids, older_than_seconds],
-        ).fetchall()
+    cursor = conn.cursor(row_factory=class_row(Blocker))
+    cursor.execute(_LONG_HOLDERS, {"names": names, "older_than": older_than_seconds})
+    return cursor

@@ -8,7 +8,6 @@ from contextlib import contextmanager
 from typing import Any
 
 import psycopg
-from psycopg import sql
 
 from migrate_safe.config import Settings, describe_dsn
 from migrate_safe.durations import format_duration
@@ -52,6 +51,14 @@ def connect(settings: Settings, purpose: str) -> Iterator[psycopg.Connection[Any
         conn.close()
 
 
+# Constant texts, so psycopg converts each once and prepares it on the server after a few
+# uses: the engine sets timeouts for every migration.
+_SET_LOCK_TIMEOUT = "SELECT set_config('lock_timeout', %s, %s)"
+_SET_BOTH_TIMEOUTS = (
+    "SELECT set_config('lock_timeout', %s, %s), set_config('statement_timeout', %s, %s)"
+)
+
+
 def set_timeouts(
     conn: psycopg.Connection[Any],
     *,
@@ -60,17 +67,14 @@ def set_timeouts(
     local: bool,
 ) -> None:
     """Set lock_timeout (and statement_timeout) for the current transaction (`local`: as SET
-    LOCAL does, gone at its end) or for the session (until RESET)."""
-    values = {"lock_timeout": lock_timeout}
-    if statement_timeout is not None:
-        values["statement_timeout"] = statement_timeout
-    calls = sql.SQL(", ").join(
-        sql.SQL("set_config({}, {}, {})").format(
-            sql.Literal(name), sql.Literal(format_duration(seconds)), sql.Literal(local)
-        )
-        for name, seconds in values.items()
+    LOCAL does, gone at its end) or for the session (until RESET), in one round trip."""
+    if statement_timeout is None:
+        conn.execute(_SET_LOCK_TIMEOUT, [format_duration(lock_timeout), local])
+        return
+    conn.execute(
+        _SET_BOTH_TIMEOUTS,
+        [format_duration(lock_timeout), local, format_duration(statement_timeout), local],
     )
-    conn.execute(sql.SQL("SELECT {}").format(calls))  # one round trip
 
 
 @contextmanager
