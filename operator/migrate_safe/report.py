@@ -9,18 +9,32 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TextIO, TypeVar
+from typing import IO, Any, TextIO, TypeVar
 
 from migrate_safe.config import Redactor
 from migrate_safe.outcome import FinishedRun, JsonObject, RunReport
 from migrate_safe.results import PhaseResult
 
 TERMINATION_LIMIT = 4096
+# Events after which events.jsonl is written out at once (by the end of their name): a start,
+# a phase's end, a failure, an interruption, a retry, a wait, the run's end. Between them,
+# lines wait in the buffer at most FLUSH_SECONDS.
+FLUSHING_EVENTS = (
+    "_started",  # what may run long: a tail of the file shows what the run is doing
+    "_finished",
+    "_failed",
+    "_interrupted",
+    "_retry",
+    "_holders",
+    "_changes",
+)
+FLUSH_SECONDS = 1.0
 
 
 def new_run_id() -> str:
@@ -46,30 +60,50 @@ class Reporter:
     # Why the log directory cannot be written, if it cannot: the command then refuses to run
     # (exit 5), and the termination message and --json output still tell what happened.
     log_problem: str | None = field(init=False, default=None)
+    # events.jsonl, open for the run; a copy made by dataclasses.replace (a quiet reporter)
+    # shares it, so the lines stay in order.
+    events_file: IO[str] | None = field(default=None, repr=False)
+    _flushed_at: float = field(init=False, repr=False, default=0.0)
 
     def __post_init__(self) -> None:
         try:
             self.log_dir.mkdir(parents=True, exist_ok=True)
-            with (self.log_dir / "events.jsonl").open("a", encoding="utf-8"):
-                pass
+            if self.events_file is None:
+                # Opened once per run, in append mode: runs sharing the directory add lines.
+                self.events_file = (self.log_dir / "events.jsonl").open("a", encoding="utf-8")
         except OSError as error:
             self.log_problem = f"--log-dir {self.log_dir}: cannot write: {error.strerror}"
+        self._flushed_at = time.monotonic()
 
     def _dumps(self, document: Mapping[str, Any]) -> str:
         return self.redact(json.dumps(document, default=str, sort_keys=False))
 
     def event(self, kind: str, /, **fields: Any) -> None:
-        """Append one JSON line to events.jsonl: the run's timeline for log shippers."""
-        if self.log_problem:
+        """Append one JSON line to events.jsonl: the run's timeline for log shippers.
+
+        Lines are buffered and written when something starts (a migration, which may run
+        long), at the end of each phase, on every failure, retry or wait, and at least every
+        FLUSH_SECONDS: one write per migration instead of opening the file for every line, and
+        a crash loses no phase's outcome."""
+        if self.log_problem or self.events_file is None:
             return
         record = {"ts": utcnow().isoformat(), "run_id": self.run_id, "command": self.command}
         record.update(event=kind, **fields)
         try:
-            with (self.log_dir / "events.jsonl").open("a", encoding="utf-8") as handle:
-                handle.write(self._dumps(record) + "\n")
+            self.events_file.write(self._dumps(record) + "\n")
+            if (
+                kind.endswith(FLUSHING_EVENTS)
+                or time.monotonic() - self._flushed_at > FLUSH_SECONDS
+            ):
+                self.flush_events()
         except OSError as error:  # e.g. the volume filled up mid-run: warn once, keep going
             self.log_problem = f"--log-dir {self.log_dir}: cannot write: {error.strerror}"
             self.progress(f"warning: {self.log_problem}; events and the report are not written")
+
+    def flush_events(self) -> None:
+        if self.events_file is not None:
+            self.events_file.flush()
+        self._flushed_at = time.monotonic()
 
     def progress(self, text: str) -> None:
         """A human line on stderr (stdout stays clean for --json)."""
