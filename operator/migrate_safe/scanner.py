@@ -31,9 +31,11 @@ from migrate_safe.statements import (
     Relation,
     ScriptBody,
     SqlSyntaxError,
+    Statement,
+    classify_transactions,
     describe_refusal,
-    script_body,
-    touched_relations,
+    split_statements,
+    statement_relations,
 )
 
 FILE_NAME = re.compile(r"^(?P<version>[0-9]+)_(?P<name>.+)\.(?P<direction>up|down)\.sql$")
@@ -204,7 +206,7 @@ class Script:
         file:line when the file does not parse or holds transaction control."""
         no_transaction = self.directives.no_transaction
         try:
-            body = script_body(self.text, no_transaction=no_transaction)
+            body = classify_transactions(list(self.statements), no_transaction=no_transaction)
         except SqlSyntaxError as error:
             raise SourceError(
                 f"{self.origin}:{error.line}:{error.column}: syntax error: {error.message}",
@@ -223,9 +225,18 @@ class Script:
         return body
 
     @cached_property
+    def statements(self) -> tuple[Statement, ...]:
+        """The file split into statements, once per run; raises SqlSyntaxError."""
+        return tuple(split_statements(self.text))
+
+    @cached_property
     def relations(self) -> frozenset[Relation]:
         """Every relation the file names (empty when it does not parse)."""
-        return frozenset(touched_relations(self.text))
+        try:
+            statements = self.statements
+        except SqlSyntaxError:
+            return frozenset()
+        return frozenset(r for s in statements for r in statement_relations(s.sql))
 
     @property
     def wrapper_note(self) -> str | None:
