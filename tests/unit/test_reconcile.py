@@ -234,7 +234,9 @@ def test_a_failed_phase_stalls_the_generation_with_its_reason(phase: str) -> Non
     assert decision.launch is None
     stalled = sim.condition("Stalled")
     assert (stalled["status"], stalled["reason"]) == ("True", FAILURE_REASON[phase])
-    assert stalled["message"] == message  # the harness already names file, line and SQLSTATE
+    # The harness already names file, line and SQLSTATE; a backup's failure names the claim.
+    volume = "backup volume PersistentVolumeClaim b (at /backups): " if phase == "backup" else ""
+    assert stalled["message"] == volume + message
     assert sim.condition("Reconciling")["status"] == "False"  # kstatus reads Reconciling first
     assert sim.status["phase"] == "Failed"
     warnings = [e for e in decision.events if e.kind == "Warning"]

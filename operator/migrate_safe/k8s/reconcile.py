@@ -48,6 +48,8 @@ SPEC_CHECKS = frozenset({"TargetVersion"})
 # Phases whose Job changes the database: never abandoned, never run two at a time.
 MUTATING = frozenset({"backup", "apply", "rollback", "restore"})
 HISTORY_LIMIT = 20
+# Phases whose Job mounts spec.backup.persistentVolumeClaim (jobs.USES_BACKUP_VOLUME).
+BACKUP_VOLUME_PHASES = frozenset({"backup", "restore"})
 # A finished Job and its pod's termination message arrive through different watches. A failed
 # Job without a result waits this long for it before its own message is taken instead (a
 # crash may leave none); a succeeded one, which always leaves a result, this long before it
@@ -682,6 +684,10 @@ class Reconciler:
             self._retry_transient(stored, phase, options)
             return None
         message = describe(stored.result)
+        if phase in BACKUP_VOLUME_PHASES:
+            # The harness names the path inside the pod; the user acts on the claim.
+            claim = self.spec.backup.persistent_volume_claim
+            message = f"backup volume PersistentVolumeClaim {claim} (at /backups): {message}"
         kind = PHASE_CONDITION.get(phase)
         if kind:
             self._condition(kind, c.FALSE, FAILURE_REASON[phase], message)
