@@ -1,6 +1,6 @@
 """What Flux (and every kstatus user: `kubectl wait`, cli-utils, kpt) makes of a
-DatabaseMigration's status, by the kstatus rules of sigs.k8s.io/cli-utils, on the same objects as
-the Argo CD health cases."""
+DatabaseMigration's status: sigs.k8s.io/cli-utils' kstatus itself (tools/kstatus, pinned), on the
+same objects as the Argo CD health cases."""
 
 from __future__ import annotations
 
@@ -10,27 +10,8 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.gotools import kstatus, kstatus_of
 from tests.unit.packaging.conftest import ROOT, TESTDATA
-
-
-def kstatus(obj: dict[str, Any]) -> str:
-    """cli-utils' status.Compute for a custom resource, in its order of checks."""
-    meta = obj["metadata"]
-    if meta.get("deletionTimestamp"):
-        return "Terminating"
-    status = obj.get("status") or {}
-    observed = status.get("observedGeneration")
-    if observed is not None and observed != meta.get("generation"):
-        return "InProgress"  # LatestGenerationNotObserved
-    conditions = {c["type"]: c["status"] for c in status.get("conditions", [])}
-    if conditions.get("Reconciling") == "True":
-        return "InProgress"
-    if conditions.get("Stalled") == "True":
-        return "Failed"
-    if "Ready" in conditions:
-        return "Current" if conditions["Ready"] == "True" else "InProgress"
-    return "Current"
-
 
 EXPECTED = {
     # Without the CRD's default an unseen object would look done: see the next test.
@@ -55,7 +36,7 @@ def _case(name: str) -> dict[str, Any]:
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_kstatus_of_each_case(name: str) -> None:
-    assert kstatus(_case(name)) == EXPECTED[name]
+    assert kstatus_of(_case(name)) == EXPECTED[name]
 
 
 def test_every_testdata_file_has_an_expectation() -> None:
@@ -70,14 +51,20 @@ def test_crd_defaults_observed_generation_so_new_objects_are_in_progress() -> No
     status = version["schema"]["openAPIV3Schema"]["properties"]["status"]
     assert status["default"] == {"observedGeneration": -1}
     as_served = _case("no-status") | {"status": status["default"]}
-    assert kstatus(as_served) == "InProgress"
+    assert kstatus_of(as_served) == "InProgress"
 
 
 def test_a_terminal_failure_must_not_keep_reconciling_true() -> None:
-    """kstatus checks Reconciling before Stalled: Stalled=True with Reconciling=True still reads
-    InProgress, and Flux would wait for its timeout instead of failing at once."""
-    obj = copy.deepcopy(_case("apply-failed"))
-    reconciling = dict(obj["status"]["conditions"][0], type="Reconciling", status="True")
-    obj["status"]["conditions"].append(reconciling)
-    assert kstatus(obj) == "InProgress"
-    assert kstatus(_case("apply-failed")) == "Failed"
+    """kstatus takes the first of Reconciling=True and Stalled=True in the conditions list: with
+    both true, a failure reads Failed or InProgress by list order alone, and Flux could wait for
+    its timeout instead of failing at once. So the operator sets Reconciling=False on Stalled."""
+    failed = _case("apply-failed")
+    reconciling = dict(failed["status"]["conditions"][0], type="Reconciling", status="True")
+    first, last = copy.deepcopy(failed), copy.deepcopy(failed)
+    first["status"]["conditions"].insert(0, reconciling)
+    last["status"]["conditions"].append(reconciling)
+    verdicts = [v.status for v in kstatus(first, last, failed)]
+    assert verdicts == ["InProgress", "Failed", "Failed"]
+    assert {c["type"]: c["status"] for c in failed["status"]["conditions"]}.get(
+        "Reconciling", "False"
+    ) == "False"
