@@ -1,20 +1,28 @@
-"""The Grafana dashboard of the migrate-safe operator, built in code.
+"""The Grafana dashboard of the migrate-safe operator, built with Grafana's own typed builders
+(grafana-foundation-sdk).
 
     python tools/dashboard.py            # rewrite charts/migrate-safe/dashboards/migrate-safe.json
     python tools/dashboard.py --check    # exit 1 when the committed file is out of date
 
 Every panel queries only the operator's own metrics (operator/migrate_safe/k8s/metrics.py; a test
-checks the names). Each query also carries a `Preview`: how tools/dashboard_preview.py computes
-the same series from raw scrapes, to draw the panels without a Prometheus.
+checks the names, and the operator e2e test against a live scrape). Each query also carries a
+`Preview`: how tools/dashboard_preview.py computes the same series from raw scrapes, to draw a
+preview of the panels without a Prometheus or a Grafana.
 """
 
 from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
+
+from grafana_foundation_sdk.builders import bargauge, common, prometheus, stat, timeseries
+from grafana_foundation_sdk.builders import dashboard as board
+from grafana_foundation_sdk.cog.encoder import JSONEncoder
+from grafana_foundation_sdk.models import common as viz
+from grafana_foundation_sdk.models import dashboard as model
 
 ROOT = Path(__file__).resolve().parents[1]
 OUTPUT = ROOT / "charts" / "migrate-safe" / "dashboards" / "migrate-safe.json"
@@ -23,7 +31,7 @@ UID = "migrate-safe-operator"
 SEL = 'namespace=~"$namespace", name=~"$name"'
 SET_SEL = 'namespace=~"$namespace"'  # sets have names of their own, not DatabaseMigrations'
 RESOURCE = "{{namespace}}/{{name}}"
-DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
+DATASOURCE = model.DataSourceRef(type_val="prometheus", uid="${datasource}")
 
 
 @dataclass(frozen=True)
@@ -57,7 +65,9 @@ class Panel:
     targets: tuple[Target, ...]
     width: int = 12
     height: int = 8
-    options: dict[str, Any] = field(default_factory=dict)
+    draw: Literal["line", "bars"] = "line"  # timeseries only
+    stacked: bool = False  # timeseries only
+    states: tuple[tuple[str, str, str], ...] = ()  # (value, text, color) of a stat
 
 
 def _by(labels: tuple[str, ...]) -> str:
@@ -108,17 +118,7 @@ PANELS: tuple[Panel, ...] = (
         "none",
         (gauge("migrate_safe_ready"),),
         width=6,
-        options={
-            "mappings": [
-                {
-                    "type": "value",
-                    "options": {
-                        "0": {"text": "Not ready", "color": "red"},
-                        "1": {"text": "Ready", "color": "green"},
-                    },
-                }
-            ]
-        },
+        states=(("0", "Not ready", "red"), ("1", "Ready", "green")),
     ),
     Panel(
         "Current version",
@@ -150,7 +150,8 @@ PANELS: tuple[Panel, ...] = (
         "timeseries",
         "none",
         (increase("migrate_safe_phase_runs_total", ("phase", "outcome"), "{{phase}} {{outcome}}"),),
-        options={"stacking": "normal", "draw": "bars"},
+        draw="bars",
+        stacked=True,
     ),
     Panel(
         "Phase duration (p50, p95)",
@@ -180,7 +181,7 @@ PANELS: tuple[Panel, ...] = (
             ),
         ),
         width=8,
-        options={"draw": "bars"},
+        draw="bars",
     ),
     Panel(
         "Failures and reconcile errors",
@@ -202,7 +203,7 @@ PANELS: tuple[Panel, ...] = (
             ),
         ),
         width=8,
-        options={"draw": "bars"},
+        draw="bars",
     ),
     Panel(
         "In progress for",
@@ -236,7 +237,7 @@ PANELS: tuple[Panel, ...] = (
             set_gauge("migrate_safe_set_members", state)
             for state in ("ready", "running", "failed", "waiting")
         ),
-        options={"stacking": "normal"},
+        stacked=True,
     ),
     Panel(
         "Fleet wave",
@@ -253,135 +254,115 @@ PANELS: tuple[Panel, ...] = (
         "none",
         (set_gauge("migrate_safe_set_halted"),),
         width=6,
-        options={
-            "mappings": [
-                {
-                    "type": "value",
-                    "options": {
-                        "0": {"text": "Rolling", "color": "green"},
-                        "1": {"text": "Halted", "color": "red"},
-                    },
-                }
-            ]
-        },
+        states=(("0", "Rolling", "green"), ("1", "Halted", "red")),
     ),
 )
 
 
-def _panel_json(panel: Panel, panel_id: int, x: int, y: int) -> dict[str, Any]:
-    custom: dict[str, Any] = {}
+AnyPanel = timeseries.Panel | stat.Panel | bargauge.Panel
+
+
+def _timeseries(panel: Panel) -> timeseries.Panel:
+    stacking = viz.StackingMode.NORMAL if panel.stacked else viz.StackingMode.NONE
+    draw = viz.GraphDrawStyle.BARS if panel.draw == "bars" else viz.GraphDrawStyle.LINE
+    return (
+        timeseries.Panel()
+        .draw_style(draw)
+        .fill_opacity(60 if panel.draw == "bars" else 10)
+        .stacking(common.StackingConfig().mode(stacking).group("A"))
+        .span_nulls(False)
+        .legend(
+            common.VizLegendOptions()
+            .display_mode(viz.LegendDisplayMode.LIST)
+            .placement(viz.LegendPlacement.BOTTOM)
+            .show_legend(True)
+        )
+        .tooltip(
+            common.VizTooltipOptions()
+            .mode(viz.TooltipDisplayMode.MULTI)
+            .sort(viz.SortOrder.DESCENDING)
+        )
+    )
+
+
+def _latest(panel: stat.Panel | bargauge.Panel) -> stat.Panel | bargauge.Panel:
+    """A stat or bar gauge shows each series' last value."""
+    reduce = common.ReduceDataOptions().calcs(["lastNotNull"]).fields("").values(False)
+    return panel.reduce_options(reduce).orientation(viz.VizOrientation.HORIZONTAL)
+
+
+def _panel(panel: Panel) -> AnyPanel:
+    built: AnyPanel
     if panel.kind == "timeseries":
-        custom = {
-            "drawStyle": panel.options.get("draw", "line"),
-            "fillOpacity": 60 if panel.options.get("draw") == "bars" else 10,
-            "stacking": {"mode": panel.options.get("stacking", "none"), "group": "A"},
-            "spanNulls": False,
-        }
-    options: dict[str, Any] = {
-        "legend": {"displayMode": "list", "placement": "bottom", "showLegend": True},
-        "tooltip": {"mode": "multi", "sort": "desc"},
+        built = _timeseries(panel)
+    else:
+        built = _latest(stat.Panel() if panel.kind == "stat" else bargauge.Panel())
+    states = {
+        value: model.ValueMappingResult(text=text, color=color)
+        for value, text, color in panel.states
     }
-    if panel.kind in ("stat", "bargauge"):
-        options = {
-            "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
-            "orientation": "horizontal",
-        }
-    return {
-        "id": panel_id,
-        "type": panel.kind,
-        "title": panel.title,
-        "description": panel.description,
-        "datasource": DATASOURCE,
-        "gridPos": {"x": x, "y": y, "w": panel.width, "h": panel.height},
-        "fieldConfig": {
-            "defaults": {
-                "unit": panel.unit,
-                "custom": custom,
-                "mappings": panel.options.get("mappings", []),
-                "thresholds": {"mode": "absolute", "steps": [{"color": "green", "value": None}]},
-            },
-            "overrides": [],
-        },
-        "options": options,
-        "targets": [
-            {
-                "refId": chr(ord("A") + i),
-                "datasource": DATASOURCE,
-                "expr": target.expr,
-                "legendFormat": target.legend,
-                "range": True,
-            }
-            for i, target in enumerate(panel.targets)
-        ],
-    }
+    green = model.Threshold(value=None, color="green")
+    built.title(panel.title).description(panel.description).datasource(DATASOURCE)
+    built.unit(panel.unit).span(panel.width).height(panel.height)
+    built.mappings([model.ValueMap(states)] if states else [])
+    built.thresholds(board.ThresholdsConfig().mode(model.ThresholdsMode.ABSOLUTE).steps([green]))
+    for i, target in enumerate(panel.targets):
+        query = prometheus.Dataquery().ref_id(chr(ord("A") + i)).datasource(DATASOURCE)
+        built.with_target(query.expr(target.expr).legend_format(target.legend).range())
+    return built
 
 
-def _variable(name: str, label: str, query: str) -> dict[str, Any]:
-    return {
-        "name": name,
-        "label": label,
-        "type": "query",
-        "datasource": DATASOURCE,
-        "query": {"query": query, "refId": f"{name}-variable"},
-        "definition": query,
-        "refresh": 2,
-        "includeAll": True,
-        "multi": True,
-        "allValue": ".*",
-        "current": {"selected": True, "text": ["All"], "value": ["$__all"]},
-        "sort": 1,
-    }
+def _variable(name: str, label: str, query: str) -> board.QueryVariable:
+    """A multi-value filter over a label, "All" by default."""
+    return (
+        board.QueryVariable(name)
+        .label(label)
+        .datasource(DATASOURCE)
+        .query(query)
+        .refresh(model.VariableRefresh.ON_TIME_RANGE_CHANGED)
+        .include_all(True)
+        .multi(True)
+        .all_value(".*")
+        .current(model.VariableOption(selected=True, text=["All"], value=["$__all"]))
+        .sort(model.VariableSort.ALPHABETICAL_ASC)
+    )
 
 
-def build() -> dict[str, Any]:
-    panels: list[dict[str, Any]] = []
-    x = y = row_height = 0
+def build() -> board.Dashboard:
+    dashboard = (
+        board.Dashboard("migrate-safe operator")
+        .uid(UID)
+        .description(
+            "DatabaseMigrations: readiness, versions, phase runs and durations, backups, "
+            "failures, fleets. Generated by tools/dashboard.py."
+        )
+        .tags(["migrate-safe", "postgresql", "migrations"])
+        .editable()
+        .tooltip(model.DashboardCursorSync.CROSSHAIR)
+        .refresh("30s")
+        .time("now-24h", "now")
+        .timezone("")
+        .with_variable(
+            board.DatasourceVariable("datasource").label("Data source").type("prometheus")
+        )
+        .with_variable(
+            _variable("namespace", "Namespace", "label_values(migrate_safe_ready, namespace)")
+        )
+        .with_variable(
+            _variable(
+                "name",
+                "DatabaseMigration",
+                'label_values(migrate_safe_ready{namespace=~"$namespace"}, name)',
+            )
+        )
+    )
     for panel_id, panel in enumerate(PANELS, start=1):
-        if x + panel.width > 24:
-            x, y, row_height = 0, y + row_height, 0
-        panels.append(_panel_json(panel, panel_id, x, y))
-        x += panel.width
-        row_height = max(row_height, panel.height)
-    return {
-        "uid": UID,
-        "title": "migrate-safe operator",
-        "description": "DatabaseMigrations: readiness, versions, phase runs and durations, "
-        "backups, failures. Generated by tools/dashboard.py.",
-        "tags": ["migrate-safe", "postgresql", "migrations"],
-        "editable": True,
-        "graphTooltip": 1,
-        "schemaVersion": 39,
-        "version": 1,
-        "refresh": "30s",
-        "time": {"from": "now-24h", "to": "now"},
-        "timepicker": {},
-        "timezone": "",
-        "annotations": {"list": []},
-        "links": [],
-        "templating": {
-            "list": [
-                {
-                    "name": "datasource",
-                    "label": "Data source",
-                    "type": "datasource",
-                    "query": "prometheus",
-                    "current": {},
-                    "hide": 0,
-                },
-                _variable("namespace", "Namespace", "label_values(migrate_safe_ready, namespace)"),
-                _variable(
-                    "name",
-                    "DatabaseMigration",
-                    'label_values(migrate_safe_ready{namespace=~"$namespace"}, name)',
-                ),
-            ]
-        },
-        "panels": panels,
-    }
+        dashboard.with_panel(_panel(panel).id(panel_id))  # laid out left to right, row by row
+    return dashboard
 
 
 def render() -> str:
-    return json.dumps(build(), indent=2, sort_keys=True) + "\n"
+    return json.dumps(build().build(), cls=JSONEncoder, indent=2, sort_keys=True) + "\n"
 
 
 def main(argv: list[str]) -> int:

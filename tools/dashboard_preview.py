@@ -148,7 +148,7 @@ def draw_panel(ax: Axes, panel: Panel, scrapes: Sequence[Scrape]) -> int:
             if panel.kind == "timeseries":
                 xs = [t - start for t, _ in points]
                 ys = [v for _, v in points]
-                if panel.options.get("draw") == "bars":
+                if panel.draw == "bars":
                     below = [bottoms[x] for x in xs]
                     width = max(1.0, _step(scrapes) * 0.8)
                     ax.bar(xs, ys, width=width, bottom=below, label=label, alpha=0.7)
