@@ -38,6 +38,11 @@ DEFAULT_DEADLINE = {
 }
 DEFAULT_TTL = 7 * 24 * 3600  # finished Jobs stay for inspection for a week
 USES_BACKUP_VOLUME = {"backup", "restore"}
+# How long an apply or rollback Job waits for another run holding the ledger's lock (another
+# resource on the same database) before it reports that run as a transient failure: then the
+# resource's conditions name the holder while the operator retries with backoff, instead of a
+# Job that says only "running".
+LEDGER_LOCK_WAIT = "10s"
 
 
 @dataclass(frozen=True)
@@ -151,6 +156,8 @@ def phase_args(
 def _policy(spec: DatabaseMigrationSpec) -> list[str]:
     apply = spec.apply
     return [
+        "--lock-wait",
+        LEDGER_LOCK_WAIT,
         "--lock-timeout",
         apply.lock_timeout,
         "--lock-timeout-max",
