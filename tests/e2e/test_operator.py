@@ -14,6 +14,9 @@ from devcluster.testing import Api, wait_for
 from migrate_safe.fingerprint import fingerprint
 from tests.conftest import EXAMPLES, Database
 from tests.e2e.conftest import OperatorProcess
+from tests.e2e.kstatus_trail import kstatus_trail
+from tests.gotools import kstatus_of
+from tests.metric_names import queried_metrics, served_metrics
 
 pytestmark = [pytest.mark.e2e, pytest.mark.db]
 
@@ -126,8 +129,16 @@ def test_happy_path_runs_the_phases_in_order_to_ready(
         },
     )
     spec = basic_spec(backup={"enabled": True, "persistentVolumeClaim": "backups"})
-    create(custom, namespace, "orders", spec)
-    obj = wait_condition(custom, namespace, "orders", "Ready", "True")
+    with kstatus_trail(custom, namespace, "orders", operator.log_path.parent) as trail:
+        create(custom, namespace, "orders", spec)
+        obj = wait_condition(custom, namespace, "orders", "Ready", "True")
+        trail.wait_seen(obj)
+    # What Flux and `kubectl wait` see: in progress through every phase, then Current.
+    verdicts = trail.by_phase()
+    assert verdicts.pop(("Succeeded", "Migrated")) == {"Current"}
+    assert set().union(*verdicts.values()) == {"InProgress"}
+    running = {"Preflight", "BackingUp", "Applying", "Postflight"}
+    assert running <= {phase for phase, _ in verdicts}
     status = obj["status"]
     assert (status["phase"], status["currentVersion"]) == ("Succeeded", 8)
     assert condition(obj, "Ready")["reason"] == "Migrated"
@@ -155,6 +166,7 @@ def test_happy_path_runs_the_phases_in_order_to_ready(
         in scraped
     )
     assert f'migrate_safe_ready{{name="orders",namespace="{namespace}"}} 1.0' in scraped
+    assert queried_metrics() - served_metrics(scraped) == set()  # alerts, dashboard, promtool
     reasons = {e.reason for e in core.list_namespaced_event(namespace).items}
     assert {"PreflightStarted", "ApplySucceeded", "Migrated"} <= reasons
 
@@ -173,6 +185,7 @@ def test_failing_migration_stalls_with_the_postgres_error_and_applies_nothing(
     obj = wait_condition(custom, namespace, "broken", "Stalled", "True")
     stalled = condition(obj, "Stalled")
     assert stalled["reason"] == "ApplyFailed"
+    assert kstatus_of(obj) == "Failed"
     assert 'relation "nowhere" does not exist' in stalled["message"]
     assert "003_broken.up.sql:2" in stalled["message"] and "42P01" in stalled["message"]
     assert condition(obj, "Ready")["status"] == "False"
@@ -214,6 +227,7 @@ def test_long_transaction_on_a_touched_table_blocks_preflight_until_it_ends(
         assert blocked["reason"] == "PreflightBlocked"
         assert "nightly-report" in blocked["message"] and "accounts" in blocked["message"]
         assert condition(obj, "Stalled")["status"] == "False"  # transient: retried, not failed
+        assert kstatus_of(obj) == "InProgress"
         # Retried, not given up: a second preflight Job, and still no apply Job.
         wait_for("a retried preflight", lambda: len(jobs_of(batch, namespace, "preflight")) >= 2)
         assert jobs_of(batch, namespace, "apply") == []
@@ -234,6 +248,7 @@ def test_plan_mode_publishes_a_hash_that_approval_must_match(
     obj = wait_condition(custom, namespace, "planned", "Ready", "True")
     plan = obj["status"]["plan"]
     assert condition(obj, "Ready")["reason"] == "Planned"
+    assert kstatus_of(obj) == "Current"
     assert len(plan["hash"]) == 64
     assert [m["version"] for m in plan["migrations"]] == [1, 2, 3, 4]
     assert "AccessExclusiveLock public.customers" in plan["migrations"][0]["locks"]
@@ -250,6 +265,7 @@ def test_plan_mode_publishes_a_hash_that_approval_must_match(
         timeout=60,
     )
     assert waiting["status"]["observedGeneration"] == 2
+    assert kstatus_of(get(custom, namespace, "planned")) == "InProgress"
     awaiting = condition(get(custom, namespace, "planned"), "Ready")["message"]
     assert f"does not match the current plan {plan['hash']}" in awaiting
     patch_spec(custom, namespace, "planned", {"approval": {"planHash": plan["hash"]}})
@@ -268,9 +284,13 @@ def test_lowering_target_version_rolls_back_to_the_earlier_fingerprint(
     patch_spec(custom, namespace, "orders", {"targetVersion": 8})
     obj = wait_condition(custom, namespace, "orders", "Ready", "True")
     assert obj["status"]["currentVersion"] == 8
-    patch_spec(custom, namespace, "orders", {"targetVersion": 5})
-    obj = wait_condition(custom, namespace, "orders", "RolledBack", "True")
-    obj = wait_condition(custom, namespace, "orders", "Ready", "True")
+    with kstatus_trail(custom, namespace, "orders", operator.log_path.parent) as trail:
+        patch_spec(custom, namespace, "orders", {"targetVersion": 5})
+        obj = wait_condition(custom, namespace, "orders", "RolledBack", "True")
+        obj = wait_condition(custom, namespace, "orders", "Ready", "True")
+        trail.wait_seen(obj)
+    assert trail.by_phase()[("RollingBack", "RollingBack")] == {"InProgress"}
+    assert trail.final() == "Current"
     assert obj["status"]["currentVersion"] == 5
     assert condition(obj, "Ready")["reason"] == "RolledBack"
     assert obj["status"]["fingerprint"] == at_five == schema_hash(db)
@@ -300,6 +320,7 @@ def test_reverted_source_rolls_back_with_down_sql_from_the_ledger(
         timeout=120,
     )
     assert "approvedTargetVersion: 6" in condition(obj, "RolledBack")["message"]
+    assert kstatus_of(obj) == "InProgress"
     patch_spec(custom, namespace, "orders", {"rollback": {"approvedTargetVersion": 6}})
     obj = wait_condition(custom, namespace, "orders", "Ready", "True")
     assert obj["status"]["currentVersion"] == 6
