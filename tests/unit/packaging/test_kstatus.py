@@ -26,6 +26,11 @@ EXPECTED = {
     "planned": "Current",
     "apply-failed": "Failed",
     "terminating": "Terminating",
+    # As served in end-to-end runs
+    "captured-applying": "InProgress",
+    "captured-rolling-back": "InProgress",
+    "captured-migrated": "Current",
+    "captured-apply-failed": "Failed",
 }
 
 
