@@ -94,32 +94,26 @@ def resolve_relations(conn: psycopg.Connection[Any], relations: AbstractSet[Rela
     return [int(oid) for (oid,) in rows]
 
 
-# The quiet-wait probe, in one query: the names are resolved here (a relation the migration
-# creates does not exist yet and matches nothing), and pg_locks is read only when some other
-# session's transaction is older than the threshold (the common case reads pg_stat_activity
-# alone). Locks of other databases are left out: their relation oids mean other relations.
+# The quiet-wait probe, in one query that resolves the names itself (a relation the migration
+# creates does not exist yet and matches nothing). Written for a cheap plan, since it runs
+# before every migration: the activity function instead of the pg_stat_activity view and
+# relation names only for the rows found (pg_stat_activity and joins on pg_class took 8 ms
+# of planning, this query 0.3 ms). Locks of other databases are left out: their relation oids
+# mean other relations.
 _LONG_HOLDERS = """
-WITH old AS MATERIALIZED (
-    SELECT pid, coalesce(application_name, '') AS application_name, xact_start
-    FROM pg_stat_activity
-    WHERE pid <> pg_backend_pid()
-      AND xact_start < clock_timestamp() - make_interval(secs => %(older_than)s)
-), touched AS MATERIALIZED (
-    SELECT DISTINCT to_regclass(name)::oid AS oid
-    FROM unnest(%(names)s::text[]) AS name
-    WHERE to_regclass(name) IS NOT NULL
-)
-SELECT l.pid, old.application_name, n.nspname || '.' || c.relname AS relation, l.mode,
-       extract(epoch FROM clock_timestamp() - old.xact_start)::float8 AS transaction_seconds
-FROM old
-JOIN pg_locks l ON l.pid = old.pid
-JOIN touched ON touched.oid = l.relation
-JOIN pg_class c ON c.oid = l.relation
-JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE EXISTS (SELECT FROM old) AND EXISTS (SELECT FROM touched)
+SELECT a.pid, coalesce(a.application_name, '') AS application_name,
+       coalesce((SELECT n.nspname || '.' || c.relname FROM pg_class c
+                 JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = l.relation),
+                l.relation::text) AS relation,
+       l.mode, extract(epoch FROM clock_timestamp() - a.xact_start)::float8 AS transaction_seconds
+FROM pg_stat_get_activity(NULL) a
+JOIN pg_locks l ON l.pid = a.pid
+WHERE a.pid <> pg_backend_pid()
+  AND a.xact_start < clock_timestamp() - make_interval(secs => %(older_than)s)
   AND l.granted AND l.locktype = 'relation'
   AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-ORDER BY old.xact_start, relation
+  AND l.relation = ANY (ARRAY(SELECT to_regclass(name)::oid FROM unnest(%(names)s::text[]) AS name))
+ORDER BY a.xact_start, relation
 """
 
 
