@@ -207,3 +207,82 @@ def test_standby_takes_over_from_a_killed_active_replica_and_finishes_its_work(
     ]
     assert ACTIVE not in log_of(replacement)
     assert "inactive" not in log_of(second)
+
+
+# --- the chart's own Deployment ----------------------------------------------------------------
+
+
+def helm(cluster: devcluster.Cluster, *args: str) -> None:
+    command = [str(cluster.bin_dir / "helm"), "--kubeconfig", str(cluster.kubeconfig), *args]
+    out = subprocess.run(command, capture_output=True, text=True, check=False, timeout=300)
+    assert out.returncode == 0, f"helm {' '.join(args)}:\n{out.stdout}\n{out.stderr}"
+
+
+@pytest.fixture
+def two_pods(
+    crd: str, cluster: devcluster.Cluster, project_image: str, namespace: str, tmp_path: Path
+) -> Iterator[str]:
+    """`helm install` with peering and two replicas (namespaced RBAC: the pods use the chart's
+    ServiceAccount, so its peering grants are what they run with); the pods' label selector."""
+    release = f"ha{namespace[-6:]}"
+    repository, tag = project_image.rsplit(":", 1)
+    values = {
+        "image": {"repository": repository, "tag": tag},
+        "operator": {"peering": {"enabled": True}},
+        "replicaCount": 2,
+        "rbac": {"scope": "namespace"},
+        "crds": {"create": False},  # the session's `crd` fixture installed them
+        "fleets": {"enabled": False},
+        "metrics": {"service": {"enabled": False}},
+        "grafanaDashboard": {"create": False},
+    }
+    (tmp_path / "values.yaml").write_text(yaml.safe_dump(values))
+    helm(cluster, "install", release, str(CHART), "--namespace", namespace,
+         "--values", str(tmp_path / "values.yaml"), "--wait", "--timeout", "4m")  # fmt: skip
+    try:
+        yield f"app.kubernetes.io/name=migrate-safe,app.kubernetes.io/instance={release}"
+    finally:
+        helm(cluster, "uninstall", release, "--namespace", namespace)
+
+
+def pod_logs(core: Api, namespace: str, selector: str) -> dict[str, str]:
+    """Each running operator pod's log."""
+    logs = {}
+    for pod in core.list_namespaced_pod(namespace, label_selector=selector).items:
+        if pod.status.phase == "Running" and pod.metadata.deletion_timestamp is None:
+            logs[pod.metadata.name] = str(
+                core.read_namespaced_pod_log(pod.metadata.name, namespace)
+            )
+    return logs
+
+
+def test_the_charts_two_replicas_elect_one_and_the_other_takes_over(
+    two_pods: str, core: Api, custom: Api, namespace: str, db: Database
+) -> None:
+    def one_active() -> str | None:
+        logs = pod_logs(core, namespace, two_pods)
+        active = [name for name, log in logs.items() if ACTIVE in log]
+        return active[0] if len(logs) == 2 and len(active) == 1 else None
+
+    active = wait_for("one active replica of two", one_active, timeout=180)
+    wait_for("both replicas' peering records", lambda: len(peers(custom, namespace)) == 2, 60)
+    assert one_active() == active, "the standby stays paused once it sees the active replica"
+    core.delete_namespaced_pod(active, namespace, grace_period_seconds=0)  # SIGKILL
+    killed = time.monotonic()
+
+    def taken_over() -> str | None:
+        logs = pod_logs(core, namespace, two_pods)
+        return next((n for n, log in logs.items() if n != active and ACTIVE in log), None)
+
+    successor = wait_for("the standby pod to take over", taken_over, timeout=120)
+    print(f"chart: takeover {time.monotonic() - killed:.1f}s after the active pod was killed")
+    configmap(core, namespace, "migrations", example_files(2))
+    secret(core, namespace, db)
+    create(custom, namespace, "orders", basic_spec())
+    obj = wait_condition(custom, namespace, "orders", "Ready", "True", timeout=180)
+    assert obj["status"]["currentVersion"] == 2
+    # The Deployment's replacement pod came up later, so it stands by.
+    logs = wait_for(
+        "the replacement pod", lambda: len(p := pod_logs(core, namespace, two_pods)) == 2 and p, 120
+    )
+    assert [name for name, log in logs.items() if ACTIVE in log] == [successor]

@@ -31,6 +31,10 @@ from migrate_safe.k8s.spec import SpecError, parse_spec
 FORCE_DELETE = f"{GROUP}/force-delete"
 CRD_NAME = f"{PLURAL}.{GROUP}"
 WORKERS = 8
+# Replicas started together each see only their own peering record at first, and resume; each
+# pauses once it sees a preferred peer, well within this. Work waits for it, so two replicas
+# are never active at once.
+PEER_SETTLE_SECONDS = 5.0
 
 log = logging.getLogger("migrate_safe.operator")
 
@@ -63,6 +67,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: 
     controller = Controller(partial(reconcile, caches, job_settings), caches.keys, WORKERS)
     controller.start()
     memo["caches"], memo["controller"] = caches, controller
+    memo["settle"] = 0.0 if settings.peering.standalone else PEER_SETTLE_SECONDS
     memo["controllers"] = [controller]  # fleet_handlers adds its own
 
 
@@ -81,6 +86,8 @@ async def leadership(stopped: kopf.DaemonStopped, memo: kopf.Memo, **_: Any) -> 
     """Work while this replica is the active one: kopf stops daemons when peering pauses the
     operator, and starts them again when it resumes."""
     controllers: list[Controller] = memo["controllers"]
+    if memo["settle"] and await stopped.wait(memo["settle"]):
+        return  # paused in favour of a peer before it settled
     # One line per change of role: with replicas, the logs say which one works.
     log.info("active: this replica reconciles")
     for controller in controllers:
