@@ -24,7 +24,7 @@ from migrate_safe.results import PhaseResult
 TERMINATION_LIMIT = 4096
 # Events after which events.jsonl is written out at once (by the end of their name): a start,
 # a phase's end, a failure, an interruption, a retry, a wait, the run's end. Between them,
-# lines wait in the buffer at most FLUSH_SECONDS.
+# a line that comes FLUSH_SECONDS after the last write writes the buffer out too.
 FLUSHING_EVENTS = (
     "_started",  # what may run long: a tail of the file shows what the run is doing
     "_finished",
@@ -82,9 +82,9 @@ class Reporter:
         """Append one JSON line to events.jsonl: the run's timeline for log shippers.
 
         Lines are buffered and written when something starts (a migration, which may run
-        long), at the end of each phase, on every failure, retry or wait, and at least every
-        FLUSH_SECONDS: one write per migration instead of opening the file for every line, and
-        a crash loses no phase's outcome."""
+        long), at the end of each phase, on every failure, retry or wait, and with the first
+        line that comes more than FLUSH_SECONDS after the last write: one write per migration
+        instead of opening the file for every line, and a crash loses no phase's outcome."""
         if self.log_problem or self.events_file is None:
             return
         record = {"ts": utcnow().isoformat(), "run_id": self.run_id, "command": self.command}
