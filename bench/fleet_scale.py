@@ -32,6 +32,7 @@ from operatorbench import (
     bench_cluster,
     create_namespace,
     header,
+    job_creations,
     operator_requests,
     progress,
     request_counts,
@@ -183,6 +184,7 @@ def report(
     status = watched.last.get("status") or {}
     n = args.members
     per_member = operator_requests(requests) / n
+    job_posts, refused = job_creations(requests)
     print(header("A fleet at scale"))
     print()
     print(
@@ -222,7 +224,18 @@ def report(
             "< 100 KiB",
             verdict(watched.largest_status < 100 * 1024),
         ),
-        ("API requests per member, the operator's resources", f"{per_member:.1f}", "—", "—"),
+        (
+            "API requests per member on the operator's resources (Events: every component's)",
+            f"{per_member:.1f}",
+            "—",
+            "—",
+        ),
+        (
+            "Job POSTs per member (refused as existing)",
+            f"{job_posts / n:.2f} ({refused / n:.2f})",
+            "—",
+            "—",
+        ),
     ]
     print(table(["measure", "figure", "goal", "verdict"], rows))
     print()

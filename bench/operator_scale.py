@@ -40,6 +40,7 @@ from operatorbench import (
     by_verb,
     create_namespace,
     header,
+    job_creations,
     operator_requests,
     percentile,
     progress,
@@ -448,12 +449,6 @@ def report(
     print(f"API requests per DatabaseMigration, the {len(settled.keys)} cheap ones (all clients):")
     print()
     print(requests_table(settled.requests, len(settled.keys), "resource"))
-
-
-def job_creations(requests: Requests) -> tuple[int, int]:
-    """Job POSTs, and how many of them the API server refused as already existing."""
-    posts = [(code, c) for (v, r, code), c in requests.items() if (v, r) == ("POST", "jobs")]
-    return sum(c for _, c in posts), sum(c for code, c in posts if code == "409")
 
 
 def spread(values: list[float]) -> str:

@@ -273,6 +273,12 @@ def operator_requests(requests: Requests) -> int:
     )
 
 
+def job_creations(requests: Requests) -> tuple[int, int]:
+    """Job POSTs, and how many of them the API server refused as already existing."""
+    posts = [(code, c) for (v, r, code), c in requests.items() if (v, r) == ("POST", "jobs")]
+    return sum(c for _, c in posts), sum(c for code, c in posts if code == "409")
+
+
 def requests_table(requests: Requests, per: int, label: str, floor: float = 0.05) -> str:
     """Requests per `label` by verb and resource, watches left out, largest first."""
     rows = [
