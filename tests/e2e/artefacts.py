@@ -27,6 +27,7 @@ GROUP, VERSION = "migrate-safe.dev", "v1alpha1"
 DSN_WITH_PASSWORD = re.compile(
     rb"postgres(?:ql)?://[^\s:/@\"']+:[^\s@/\"']+@|\bpassword\s*=\s*[^\s\"'&]+", re.IGNORECASE
 )
+OPERATOR_LOG = re.compile(r"operator.*[.]log$")  # OperatorProcess's, in a test's tmp_path
 CLUSTER_DIRS = ("pods", "logs", "volumes")  # of a devcluster root: the rest is state and keys
 LARGEST = 64 * 1024 * 1024
 
@@ -99,19 +100,26 @@ def _write(path: Path, data: Any) -> None:
 
 def artefact_files(basetemp: Path) -> Iterator[Path]:
     """The run's operator logs and collected namespaces under the pytest base directory, and of
-    each devcluster root only its container logs, component logs and volumes."""
-    for path in sorted(basetemp.rglob("*")):
-        if not path.is_file() or path.is_symlink() or path.stat().st_size > LARGEST:
+    each devcluster root only its container logs, component logs and volumes (the node's image
+    store changes under a walk)."""
+    for top in sorted(basetemp.iterdir()):
+        if top.is_symlink() or not top.is_dir():  # pytest's "<name>current" links
             continue
-        relative = path.relative_to(basetemp).parts
-        cluster = next(
-            (i for i, part in enumerate(relative) if part.startswith("devcluster")), None
-        )
-        if cluster is not None:
-            if len(relative) > cluster + 2 and relative[cluster + 1] in CLUSTER_DIRS:
+        if top.name.startswith("devcluster"):
+            for name in CLUSTER_DIRS:
+                yield from _files(top / name)
+        else:
+            artefacts = top.name.startswith("artefacts")
+            yield from (f for f in _files(top) if artefacts or OPERATOR_LOG.match(f.name))
+
+
+def _files(root: Path) -> Iterator[Path]:
+    for path in sorted(root.rglob("*")) if root.is_dir() else []:
+        try:
+            if path.is_file() and not path.is_symlink() and path.stat().st_size <= LARGEST:
                 yield path
-        elif path.suffix == ".log" or any(part.startswith("artefacts") for part in relative):
-            yield path
+        except FileNotFoundError:  # a pod's volume removed meanwhile
+            continue
 
 
 def scan(paths: Iterable[Path], secrets: Iterable[str]) -> list[Hit]:
@@ -121,7 +129,10 @@ def scan(paths: Iterable[Path], secrets: Iterable[str]) -> list[Hit]:
     needles.append((b"a DSN with a password", DSN_WITH_PASSWORD))
     hits: list[Hit] = []
     for path in paths:
-        data = path.read_bytes()
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:  # removed since it was listed
+            continue
         for what, needle in needles:
             if match := needle.search(data):
                 excerpt = data[max(0, match.start() - 40) : match.start()]

@@ -113,7 +113,8 @@ def test_a_run_through_every_phase_leaves_the_password_nowhere(
 
     # The scanner does find a leak (outside the run's directory, which the session scans too).
     with tempfile.TemporaryDirectory() as outside:
-        control = Path(outside) / "operator.log"
+        control = Path(outside) / "test_control0" / "operator.log"  # as a test's tmp_path
+        control.parent.mkdir()
         control.write_text(f"connecting to {db.url}\n")
         found = scan(artefact_files(Path(outside)), [pg.password])
         assert [(h.path, h.what) for h in found] == [
