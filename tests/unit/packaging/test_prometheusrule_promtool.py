@@ -8,6 +8,7 @@ import re
 import subprocess
 from pathlib import Path
 
+import pytest
 import yaml
 from prometheus_client import CollectorRegistry, generate_latest
 
@@ -23,6 +24,7 @@ def _alert_cases() -> list[dict[str, object]]:
     return [case for test in tests for case in test["alert_rule_test"]]
 
 
+@pytest.mark.promtool
 def test_promtool_checks_the_rules_and_passes_every_alert_test(helm_bin: Path) -> None:
     run = subprocess.run(
         [str(ROOT / "tests" / "promtool" / "run.sh"), str(helm_bin.parent)],
