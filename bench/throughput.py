@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 import subprocess
 import sys
 import tempfile
@@ -37,8 +38,14 @@ from benchlib import (
     table,
 )
 from peer_tools import Step, Target, Tool, migrate_safe, peers, psql_per_file, psql_single
+from psycopg.pq import Trace
 
+from migrate_safe.config import ApplyPolicy, Redactor
+from migrate_safe.engine import Engine
+from migrate_safe.ledger import Ledger
 from migrate_safe.localpg import LocalPostgres
+from migrate_safe.report import Reporter
+from migrate_safe.scanner import scan_directory
 
 BIG_TEMPLATE = "tp_big"
 BIG_TABLES = 5
@@ -190,6 +197,38 @@ def build_big_template(pg: LocalPostgres, admin: psycopg.Connection[Any], gigaby
     return f"{BIG_TABLES} tables × {rows:,} rows, database size {row[0] if row else '?'}"
 
 
+# --- round trips -----------------------------------------------------------------------------
+
+# A client message that waits for the server: Sync closes a batch of extended-protocol
+# messages (one pipeline), Query is one simple-protocol query.
+ROUND_TRIP = re.compile(r"^F\t\d+\t(Sync|Query)\b", re.MULTILINE)
+
+
+def round_trips_per_migration(pg: LocalPostgres, admin: psycopg.Connection[Any]) -> float:
+    """migrate-safe's engine applying the first eight small steps on a connection whose
+    protocol libpq traces: the client's Sync and Query messages, per migration."""
+    create_database(admin, "tp_trips")
+    with tempfile.TemporaryDirectory(prefix="tp-trips-") as tmp:
+        directory = Path(tmp) / "migrations"
+        directory.mkdir()
+        migrate_safe().write(directory, small_steps(8))
+        migrations = scan_directory(directory).migrations()
+        trace = Path(tmp) / "trace.txt"
+        with psycopg.connect(pg.url("tp_trips"), autocommit=True) as conn, trace.open("w") as out:
+            ledger = Ledger(conn, "migrate_safe")
+            ledger.ensure()
+            report = Reporter("apply", Path(tmp) / "logs", Redactor(), quiet=True)
+            engine = Engine(conn, ledger, ApplyPolicy(), report)
+            conn.pgconn.trace(out.fileno())
+            conn.pgconn.set_trace_flags(Trace.SUPPRESS_TIMESTAMPS | Trace.REGRESS_MODE)
+            for migration in migrations:
+                engine.apply(migration)
+            conn.pgconn.untrace()
+        count = len(ROUND_TRIP.findall(trace.read_text()))
+    drop_database(admin, "tp_trips")
+    return count / len(migrations)
+
+
 # --- the tools, the profile and the report ------------------------------------------------
 
 
@@ -339,6 +378,11 @@ def main() -> None:
         print("transaction.")
         results.append((small, measure_part(pg, admin, chosen, small, args.runs)))
         print_part(small, results[-1][1], args.runs, "")  # now: part 2 may take long
+        trips = round_trips_per_migration(pg, admin)
+        print(
+            f"Round trips per one-statement migration (libpq protocol trace of migrate-safe's "
+            f"engine): {trips:g}; psql per file: 3 (BEGIN, the statement, COMMIT)."
+        )
         if args.profile:
             print(f"\n{profile(pg, admin, small, DOCS / 'throughput-profile.txt')}", flush=True)
         if args.big_gb > 0:
