@@ -50,11 +50,20 @@ log = logging.getLogger("devcluster.agent")
 # ---- forwarding -------------------------------------------------------------------------------
 
 
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    with contextlib.suppress(OSError):
+async def _pipe(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, reset: Callable[[], None]
+) -> None:
+    """Copy one direction; an end of stream is passed on as one (half-close). A reset or any
+    other error ends both directions at once: a server that resets its side (as PostgreSQL's
+    shutdown can) must not leave the client waiting on a connection that stays open."""
+    try:
         while data := await reader.read(65536):
             writer.write(data)
             await writer.drain()
+    except OSError:
+        reset()
+        return
+    with contextlib.suppress(OSError):
         if writer.can_write_eof():
             writer.write_eof()
 
@@ -68,7 +77,12 @@ async def _relay(
         log.info("forward to %s:%d failed: %s", *target, exc)
         writer.close()
         return
-    await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+
+    def reset() -> None:
+        for w in (writer, up_writer):
+            w.transport.abort()
+
+    await asyncio.gather(_pipe(reader, up_writer, reset), _pipe(up_reader, writer, reset))
     for w in (writer, up_writer):
         w.close()
 
