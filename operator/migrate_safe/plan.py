@@ -70,40 +70,6 @@ class LedgerState:
             if (m := known.get(row.version)) and m.up.checksum != row.checksum
         ]
 
-    def status(self) -> dict[str, object]:
-        """The `status --json` document; current_version, pending and dirty are a contract."""
-        return {
-            "current_version": self.current_version,
-            "pending": [m.version for m in self.pending],
-            "dirty": bool(self.dirty),
-            "dirty_versions": [row.version for row in self.dirty],
-            "latest_version": self.source.latest_version,
-            "applied": [
-                {
-                    "version": row.version,
-                    "name": row.name,
-                    "state": row.state,
-                    "applied_at": row.applied_at.isoformat(),
-                    "duration_ms": row.duration_ms,
-                    "has_down": row.down_sql is not None,
-                }
-                for row in self.applied
-            ],
-            "drift": {
-                "missing_from_source": self.missing_from_source,
-                "checksum_mismatches": [
-                    {
-                        "version": c.version,
-                        "file": c.file,
-                        "ledger_checksum": c.ledger_checksum,
-                        "source_checksum": c.source_checksum,
-                    }
-                    for c in self.checksum_mismatches
-                ],
-            },
-            "warnings": list(self.source.warnings),
-        }
-
     # --- what apply would run ------------------------------------------------------------
 
     def refuse_unsafe_apply(self) -> None:

@@ -31,12 +31,12 @@ def state(applied: list[AppliedRow], migrations: list[Migration]) -> LedgerState
     return LedgerState(applied, Source(Path("m"), migrations))
 
 
-def test_status_contract_fields() -> None:
+def test_the_ledger_position_status_reports() -> None:
     ms = [migration(1), migration(2), migration(3)]
-    doc = state([row(ms[0])], ms).status()
-    assert doc["current_version"] == 1
-    assert doc["pending"] == [2, 3]
-    assert doc["dirty"] is False
+    s = state([row(ms[0])], ms)
+    assert s.current_version == 1
+    assert [m.version for m in s.pending] == [2, 3]
+    assert s.dirty == []
 
 
 def test_apply_to_a_target_stops_there_and_rejects_unknown_or_lower_targets() -> None:
