@@ -19,8 +19,8 @@ from migrate_safe.outcome import RunReport
 from migrate_safe.report import Reporter
 from migrate_safe.session import connect
 
-# The examples (examples/migrations in the repository), shipped inside the package so that a
-# wheel or the image, which have no repository around them, can run the demo.
+# The examples, shipped inside the package so that a wheel or the image, which have no repository
+# around them, can run the demo (examples/migrations in the repository is a link to them).
 DEMO_MIGRATIONS = "demo_migrations"
 
 

@@ -1,2 +1,0 @@
-DROP TABLE orders;
-DELETE FROM customers WHERE email IN ('ada@example.com', 'grace@example.com');

@@ -1,2 +1,0 @@
--- migrate-safe:no-transaction
-DROP INDEX CONCURRENTLY IF EXISTS orders_customer_id_idx;

@@ -1,3 +1,0 @@
-DROP TRIGGER orders_sync_state ON orders;
-DROP FUNCTION orders_sync_state();
-ALTER TABLE orders DROP COLUMN state;

@@ -1,2 +1,0 @@
-ALTER TABLE orders DROP COLUMN coupon_id;
-DROP TABLE coupons;
