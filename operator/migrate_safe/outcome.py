@@ -534,7 +534,7 @@ class RunReport:
         if self.rehearsal is not None:
             document["rehearsal"] = [entry.to_json() for entry in self.rehearsal]
         if self.plan is not None:
-            document["plan"] = published_plan_json(self.plan)
+            document["plan"] = self.plan.to_json()
         for merged in (self.planned, self.ledger, self.status, self.repair, self.restore):
             if merged is not None:
                 document.update(merged.to_json())
@@ -588,23 +588,6 @@ def _put(document: JsonObject, **values: object) -> None:
 def _error(error: Mapping[str, Any]) -> ErrorReport:
     details = error.get("details") or {}
     return ErrorReport(str(error.get("message", "")), dict(details), bool(error.get("transient")))
-
-
-def published_plan_json(plan: PublishedPlan) -> JsonObject:
-    return {
-        "hash": plan.hash,
-        "direction": plan.direction,
-        "migrations": [
-            {
-                "version": m.version,
-                "name": m.name,
-                "noTransaction": m.no_transaction,
-                "locks": list(m.locks),
-            }
-            for m in plan.migrations
-        ],
-        "lint": dict(plan.lint),
-    }
 
 
 def _published_plan(plan: Mapping[str, Any] | None) -> PublishedPlan | None:

@@ -67,6 +67,23 @@ class PublishedPlan:
     migrations: tuple[PlannedMigration, ...] = ()
     lint: Mapping[str, int] = field(default_factory=dict)
 
+    def to_json(self) -> dict[str, object]:
+        """As the report and the resource's status.plan show it (camelCase, like the CRD)."""
+        return {
+            "hash": self.hash,
+            "direction": self.direction,
+            "migrations": [
+                {
+                    "version": m.version,
+                    "name": m.name,
+                    "noTransaction": m.no_transaction,
+                    "locks": list(m.locks),
+                }
+                for m in self.migrations
+            ],
+            "lint": dict(self.lint),
+        }
+
 
 @dataclass(frozen=True)
 class ErrorInfo:

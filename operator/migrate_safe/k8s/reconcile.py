@@ -401,22 +401,7 @@ class Reconciler:
                 "time": backup.created_at or self.now,
             }
         if job.phase == "plan" and result.plan is not None:
-            plan = result.plan
-            self.status["plan"] = {
-                "hash": plan.hash,
-                "direction": plan.direction,
-                "migrations": [
-                    {
-                        "version": m.version,
-                        "name": m.name,
-                        "noTransaction": m.no_transaction,
-                        "locks": list(m.locks),
-                    }
-                    for m in plan.migrations
-                ],
-                "lint": dict(plan.lint),
-                "generation": job.generation,
-            }
+            self.status["plan"] = result.plan.to_json() | {"generation": job.generation}
 
     def _remember_rejection(self, rejected: Rejection) -> None:
         """Do not ask again what the API server refused: the spec must change first."""
