@@ -49,9 +49,9 @@ from operatorbench import (
     running_operator,
     table,
     verdict,
-    wait_until,
 )
 
+from devcluster.testing import wait_for
 from migrate_safe.k8s import jobs
 from migrate_safe.k8s.actions import COMPONENT
 
@@ -212,7 +212,7 @@ def create_batch(
             progress(f"  {done}/{len(labels)} Ready, {operator.rss_mib():.0f} MiB")
         return done == len(labels)
 
-    wait_until(f"{len(labels)} resources to be Ready", all_ready, timeout, every=1.0)
+    wait_for(f"{len(labels)} resources to be Ready", all_ready, timeout, every=1.0)
     took = time.monotonic() - started
     return Batch(
         list(created), created, took, request_counts(bench.api) - before, Sample.of(operator)

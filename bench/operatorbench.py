@@ -33,6 +33,7 @@ from benchlib import table  # noqa: E402
 
 import devcluster  # noqa: E402
 from devcluster import image  # noqa: E402
+from devcluster.testing import wait_for  # noqa: E402
 from migrate_safe.k8s import jobs  # noqa: E402
 from migrate_safe.localpg import LocalPostgres  # noqa: E402
 
@@ -140,27 +141,17 @@ def install_crd(extensions: Any, path: Path) -> None:
         conditions = extensions.read_custom_resource_definition(name).status.conditions or []
         return any(c.type == "Established" and c.status == "True" for c in conditions)
 
-    wait_until(f"the CRD {name}", established, timeout=60)
+    wait_for(f"the CRD {name}", established, timeout=60)
 
 
 def create_namespace(core: Any, name: str) -> None:
     """A namespace whose pods are admitted: its default ServiceAccount exists."""
     core.create_namespace({"metadata": {"name": name}})
-    wait_until(
+    wait_for(
         f"the ServiceAccount of {name}",
         lambda: bool(core.list_namespaced_service_account(name).items),
         timeout=60,
     )
-
-
-def wait_until(what: str, check: Callable[[], Any], timeout: float, every: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(every)
-    raise SystemExit(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 def progress(message: str) -> None:
