@@ -30,12 +30,12 @@ class Pods:
         return str(self.core.read_namespaced_pod_log(pod, self.namespace, container=container))
 
 
-def wait_for(what: str, check: Callable[[], Any], timeout: float = 60) -> Any:
-    """Poll ``check`` until it returns something truthy, and return that."""
+def wait_for(what: str, check: Callable[[], Any], timeout: float = 60, every: float = 0.25) -> Any:
+    """Poll ``check`` every ``every`` seconds until it returns something truthy; return that."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         result = check()
         if result:
             return result
-        time.sleep(0.25)
+        time.sleep(every)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")

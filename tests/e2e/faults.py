@@ -51,11 +51,7 @@ def kill_operator_when(
 ) -> float:
     """SIGKILL the operator the first time `check` holds (polled every POLL seconds); the
     monotonic time of the kill."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(POLL)
+    wait_for(what, check, timeout, every=POLL)
     operator.kill()
     return time.monotonic()
 
@@ -188,9 +184,8 @@ class CuttableProxy:
             for sock in peers:
                 selector.register(sock, selectors.EVENT_READ)
             while not self.stopped.is_set():
-                if not self.forwarding.is_set():
-                    time.sleep(POLL)  # silence: nothing read, nothing written, nothing closed
-                    continue
+                if not self.forwarding.wait(timeout=0.5):
+                    continue  # silence until healed: nothing read, nothing written, nothing closed
                 for key, _ in selector.select(timeout=0.5):
                     sock = key.fileobj
                     assert isinstance(sock, socket.socket)
