@@ -5,7 +5,9 @@
 #   charts/check.sh BIN_DIR       BIN_DIR holds helm and kubeconform (devcluster/build.sh prints it)
 #
 # Schemas, all local (no network): Kubernetes' from the kubernetes-validate package in .venv (tools/k8s_schemas.py),
-# the CRDs' (crds/*.yaml and the chart's crds/) converted by tools/crd_schema.py.
+# the CRDs' (crds/*.yaml and the chart's crds/) converted by tools/crd_schema.py, and Flux's and
+# Argo CD's from their own CRDs at pinned releases (tools/gitops_schemas.py: Go module proxy the
+# first time, then a cache outside the checkout).
 # ServiceMonitor and PrometheusRule (Prometheus Operator CRDs) are skipped: their content is
 # checked by tests/unit/packaging (metric names, runbook links).
 set -euo pipefail
@@ -20,6 +22,7 @@ trap 'rm -rf "$work"' EXIT
 k8s_schemas=$("$py" tools/k8s_schemas.py "$work/k8s-schemas" "$kube_version")
 # kopf's peering CRDs (the chart's crds/) too: the peering rendering creates their objects.
 "$py" tools/crd_schema.py "$work/crd-schemas" crds/*.yaml "$chart"/crds/*.yaml >/dev/null
+gitops_schemas=$("$py" -m tools.gitops_schemas)
 
 "$bin/helm" lint --strict "$chart"
 "$bin/helm" lint --strict "$chart" --set rbac.scope=namespace --set 'watchNamespaces={apps,billing}'
@@ -43,11 +46,13 @@ render minimal --set crds.create=false --set grafanaDashboard.create=false \
   -skip ServiceMonitor,PrometheusRule \
   "$work"/*.yaml
 
-# The examples users copy must be valid too (DatabaseMigrations, sets, Deployments, Argo CD and Flux
-# objects; the last two have no schema here and are skipped).
+# The examples users copy must be valid too: DatabaseMigrations, sets, Deployments, and the Argo CD
+# and Flux objects (Application, Kustomization, GitRepository), checked against the schemas of
+# the group they name; a kind with no schema anywhere fails. kustomize's own kustomization.yaml
+# files are not Kubernetes objects.
 "$bin/kubeconform" -strict -summary -kubernetes-version "$kube_version" \
+  -schema-location "$gitops_schemas/{{ .Group }}/{{ .ResourceKind }}_{{ .ResourceAPIVersion }}.json" \
   -schema-location "$k8s_schemas/{{ .ResourceKind }}{{ .KindSuffix }}.json" \
   -schema-location "$work/crd-schemas/{{ .ResourceKind }}_{{ .ResourceAPIVersion }}.json" \
-  -skip Application,Kustomization,GitRepository \
   -ignore-filename-pattern 'kustomization[.]yaml$' \
   examples/gitops examples/app-gating examples/fleets
