@@ -18,11 +18,13 @@ from migrate_safe.k8s.reconcile import (
     LOST_RESULT_SECONDS,
     RESULT_GRACE_SECONDS,
     Decision,
+    Event,
     JobView,
     Rejection,
     World,
     decide,
     job_name,
+    one_event,
     retry_delay,
 )
 from migrate_safe.k8s.spec import parse_spec
@@ -206,6 +208,42 @@ def test_happy_path_with_backup_runs_the_phases_in_order() -> None:
     ]
     again = sim.step()  # idle: nothing to do, nothing changes
     assert again.launch is None and again.events == [] and again.status == sim.status
+
+
+def test_each_pass_posts_one_event_that_says_everything_it_did() -> None:
+    """A pass is one transition: the pass that records a phase's result and starts the next
+    posts one Event with the outcome's reason and both messages; the last one says Migrated."""
+    sim = Sim()
+    passes = [sim.step()]
+    passes.append(sim.run("preflight", preflight_result()))
+    passes.append(sim.run("apply", apply_result(3, 1, 2, 3)))
+    passes.append(sim.run("postflight", {**PASSED, "fingerprint": "f" * 64}))
+    events = [(e.kind, e.reason) for d in passes for e in d.events]
+    assert events == [
+        ("Normal", "PreflightStarted"),
+        ("Normal", "PreflightSucceeded"),
+        ("Normal", "ApplySucceeded"),
+        ("Normal", "Migrated"),
+    ]
+    applied_event = passes[2].events[0].message
+    assert "applied 1, 2, 3; at version 3" in applied_event
+    assert applied_event.endswith(f"created Job {sim.name('postflight')}")
+    assert passes[3].events[0].message.endswith("at version 3")
+
+
+def test_a_warning_in_a_pass_outweighs_the_rest_of_its_events() -> None:
+    events = [
+        Event("Normal", "GenerationObserved", "reconciling generation 2"),
+        Event("Warning", "JobLost", "apply Job a of generation 1 disappeared"),
+        Event("Normal", "PreflightStarted", "created Job b"),
+    ]
+    assert one_event(events) == [
+        Event(
+            "Warning",
+            "JobLost",
+            "reconciling generation 2; apply Job a of generation 1 disappeared; created Job b",
+        )
+    ]
 
 
 def test_without_backup_and_postflight_it_goes_straight_to_ready() -> None:
@@ -549,7 +587,8 @@ def test_a_recreated_resource_never_adopts_its_predecessors_jobs() -> None:
     assert decision.launch and decision.launch.job_name == sim.name("preflight")
     assert sorted(decision.delete_jobs) == sorted(old)  # cleaned up, never read
     assert "results" not in sim.status or sim.status["results"] == {}
-    assert [e.reason for e in decision.events] == ["GenerationObserved", "PreflightStarted"]
+    assert [e.reason for e in decision.events] == ["PreflightStarted"]
+    assert decision.events[0].message.startswith("reconciling generation 1; created Job ")
     assert sim.condition("Ready")["status"] == "False"
 
 

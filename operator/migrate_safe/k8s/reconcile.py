@@ -237,16 +237,15 @@ class Reconciler:
             self._remember_rejection(self.world.rejected)
         self._track_earlier_generations()
         self._record_finished_jobs()
-        if self._waiting_for_other_jobs():
-            self.decision.status = self.status
-            return self.decision
-        self._adopt_orphan_jobs()
-        running = self._running_job()
-        if running is not None:
-            self._in_progress_of(running)
-        else:
-            self._next_step()
+        if not self._waiting_for_other_jobs():
+            self._adopt_orphan_jobs()
+            running = self._running_job()
+            if running is not None:
+                self._in_progress_of(running)
+            else:
+                self._next_step()
         self.decision.status = self.status
+        self.decision.events = one_event(self.decision.events)
         return self.decision
 
     # --- bookkeeping -----------------------------------------------------------------------
@@ -753,6 +752,25 @@ class Reconciler:
 
 def decide(world: World) -> Decision:
     return Reconciler(world).decide()
+
+
+def one_event(events: list[Event]) -> list[Event]:
+    """One Event per pass, as a pass is one transition: the pass that records a phase's
+    result and starts the next says both in one Event. It carries the weightiest reason (a
+    Warning, then an outcome, then a start), the latest of equals, and every message in order."""
+    if len(events) < 2:
+        return events
+    chosen = max(reversed(events), key=_weight)
+    message = "; ".join(event.message for event in events)
+    return [Event(chosen.kind, chosen.reason, message[:1024])]
+
+
+def _weight(event: Event) -> int:
+    if event.kind == "Warning":
+        return 3
+    if event.reason == "GenerationObserved":
+        return 0
+    return 1 if event.reason.endswith("Started") else 2
 
 
 # --- pure helpers ------------------------------------------------------------------------------
