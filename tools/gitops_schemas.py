@@ -41,8 +41,9 @@ class CrdModule:
     crd_glob: str
 
 
-# The newest releases whose modules the Go toolchain here (1.26) accepts: source- and
-# kustomize-controller v1.10 and Argo CD v3.6 declare go 1.27.
+# The newest releases whose modules the Go toolchain here (1.26) accepts and the Go module proxy
+# serves: source- and kustomize-controller v1.10 and Argo CD v3.6 declare go 1.27, and of
+# helm-controller the proxy serves v1.6.4 (the API version Flux v2.9.5 requires) but not v1.6.5.
 MODULES = (
     CrdModule(
         "github.com/fluxcd/source-controller",
@@ -54,6 +55,12 @@ MODULES = (
         "github.com/fluxcd/kustomize-controller",
         "v1.9.6",
         "h1:XB+G3A0mky0j5uVHZWv4oSlS2RvZBoNIUhstIvY0JKE=",
+        "config/crd/bases/*.yaml",
+    ),
+    CrdModule(
+        "github.com/fluxcd/helm-controller",
+        "v1.6.4",
+        "h1:u/Ew7LehrwDQaE/NqWdaB3XnNDCxRGDcp1FZl7RKj4g=",
         "config/crd/bases/*.yaml",
     ),
     CrdModule(
