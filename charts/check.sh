@@ -23,6 +23,9 @@ k8s_schemas=$("$py" tools/k8s_schemas.py "$work/k8s-schemas" "$kube_version")
 # kopf's peering CRDs (the chart's crds/) too: the peering rendering creates their objects.
 "$py" tools/crd_schema.py "$work/crd-schemas" crds/*.yaml "$chart"/crds/*.yaml >/dev/null
 gitops_schemas=$("$py" -m tools.gitops_schemas)
+# The whole Flux and Argo CD objects that the docs show, one file per YAML block.
+"$py" tools/doc_objects.py "$work/doc-objects" "$(ls "$gitops_schemas" | paste -sd,)" \
+  $(find docs examples README.md -name "*.md") >/dev/null
 
 "$bin/helm" lint --strict "$chart"
 "$bin/helm" lint --strict "$chart" --set rbac.scope=namespace --set 'watchNamespaces={apps,billing}'
@@ -47,12 +50,12 @@ render minimal --set crds.create=false --set grafanaDashboard.create=false \
   "$work"/*.yaml
 
 # The examples users copy must be valid too: DatabaseMigrations, sets, Deployments, and the Argo CD
-# and Flux objects (Application, Kustomization, GitRepository), checked against the schemas of
-# the group they name; a kind with no schema anywhere fails. kustomize's own kustomization.yaml
-# files are not Kubernetes objects.
+# and Flux objects (Application, Kustomization, GitRepository) of examples/ and docs/, checked
+# against the schemas of the group they name; a kind with no schema anywhere fails. kustomize's
+# own kustomization.yaml files are not Kubernetes objects.
 "$bin/kubeconform" -strict -summary -kubernetes-version "$kube_version" \
   -schema-location "$gitops_schemas/{{ .Group }}/{{ .ResourceKind }}_{{ .ResourceAPIVersion }}.json" \
   -schema-location "$k8s_schemas/{{ .ResourceKind }}{{ .KindSuffix }}.json" \
   -schema-location "$work/crd-schemas/{{ .ResourceKind }}_{{ .ResourceAPIVersion }}.json" \
   -ignore-filename-pattern 'kustomization[.]yaml$' \
-  examples/gitops examples/app-gating examples/fleets
+  examples/gitops examples/app-gating examples/fleets "$work/doc-objects"
