@@ -10,12 +10,19 @@ import logging
 from collections.abc import Mapping
 from typing import Any, cast
 
-import kubernetes
 from kubernetes.client.exceptions import ApiException
 
 from migrate_safe.k8s import conditions as c
 from migrate_safe.k8s import jobs, metrics
-from migrate_safe.k8s.actions import GROUP, KIND, PLURAL, VERSION, merge_patch, post_event
+from migrate_safe.k8s.actions import (
+    GROUP,
+    KIND,
+    PLURAL,
+    VERSION,
+    custom,
+    merge_patch,
+    post_event,
+)
 from migrate_safe.k8s.fleet import Change, Member, SetDecision, SetWorld
 
 SET_KIND, SET_PLURAL = "DatabaseMigrationSet", "databasemigrationsets"
@@ -57,7 +64,7 @@ def carry_out_set(
     body: Mapping[str, Any], world: SetWorld, decision: SetDecision
 ) -> dict[str, Any] | None:
     """Members first (their own controller takes it from there), then the set's status."""
-    api = kubernetes.client.CustomObjectsApi()
+    api = custom()
     for change in decision.changes:
         _give(api, body, world, change)
     for name in decision.orphan:

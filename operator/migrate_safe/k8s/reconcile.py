@@ -726,9 +726,10 @@ class Reconciler:
         self._condition(c.STALLED, c.FALSE, reason, "")
 
     def _stall(self, reason: str, message: str, *, phase: str = "Failed") -> None:
-        """Cannot progress without a change: Stalled=True (and Reconciling=False, which kstatus
-        reads first), so Flux and Argo CD fail fast. Causes that a person fixes outside the
-        spec (a missing Secret) still recover: every pass looks again."""
+        """Cannot progress without a change: Stalled=True and Reconciling=False (kstatus stops
+        at the first True of the two in list order, and Reconciling comes first), so Flux and
+        Argo CD fail fast. Causes that a person fixes outside the spec (a missing Secret)
+        still recover: every pass looks again."""
         newly = not c.is_true(self.status.get("conditions", []), c.STALLED)
         self.status["phase"] = phase
         self._condition(c.READY, c.FALSE, reason, message)
