@@ -213,12 +213,19 @@ class Operator:
 
 
 @contextmanager
-def running_operator(bench: Bench, settle: float = 15.0) -> Iterator[Operator]:
-    """The operator, started and given `settle` seconds to list and watch before any work."""
+def running_operator(bench: Bench) -> Iterator[Operator]:
+    """The operator, started and active (its log says so) before any resource arrives: a
+    slow start-up on a busy machine is not counted as latency of the first resources."""
     operator = Operator(bench)
     operator.start()
+    log = bench.work / "operator.log"
     try:
-        time.sleep(settle)  # its watches start before the first resource arrives
+        wait_for(
+            "the operator to be active",
+            lambda: "active: this replica reconciles" in log.read_text(errors="replace"),
+            timeout=300,
+            every=0.5,
+        )
         yield operator
     finally:
         operator.stop()
