@@ -42,7 +42,9 @@ FILE_NAME = re.compile(r"^(?P<version>[0-9]+)_(?P<name>.+)\.(?P<direction>up|dow
 DIRECTIVE = re.compile(r"^--\s*migrate-safe:(?P<key>[a-z-]+)(?:=(?P<value>.*))?$")
 # Something meant as a directive: any spelling of the prefix followed by a colon.
 _DIRECTIVE_LIKE = re.compile(r"(?i)migrate[-_ ]?safe\s*:")
-_LATE_DIRECTIVE = re.compile(r"(?im)^[ \t]*--[ \t]*migrate[-_ ]?safe[ \t]*:.*$")
+# Searched from its "--": a pattern anchored at each line's start reads a 20 MiB file of rows
+# ten times slower. The line must hold nothing but blanks before it.
+_LATE_DIRECTIVE = re.compile(r"--[ \t]*(?i:migrate)[-_ ]?(?i:safe)[ \t]*:[^\n]*")
 # The one directive that means something below the first statement: a statement's allow.
 _STATEMENT_ALLOW = re.compile(r"^[ \t]*--[ \t]*migrate-safe:allow=[A-Z]+[0-9]+")
 KNOWN_DIRECTIVES = ("no-transaction", "lock-timeout", "statement-timeout", "allow")
@@ -116,14 +118,16 @@ def _lines(text: str) -> Iterator[tuple[int, str, int]]:
 def _late_directives(text: str, body_starts: int) -> list[DirectiveProblem]:
     problems: list[DirectiveProblem] = []
     for match in _LATE_DIRECTIVE.finditer(text, body_starts):
-        if _STATEMENT_ALLOW.match(match[0]):
-            continue  # allows rules for the statement below it (lint reads it there)
+        line_start = text.rfind("\n", 0, match.start()) + 1
+        line = text[line_start : match.end()]
+        if line[: match.start() - line_start].strip(" \t") or _STATEMENT_ALLOW.match(line):
+            continue  # not a line comment; or it allows rules for the statement below it
         number = text.count("\n", 0, match.start()) + 1
         problems.append(
             DirectiveProblem(
                 number,
                 "directive below the first SQL statement is not read: "
-                f"move `{match[0].strip()}` into the comment lines at the top of the file",
+                f"move `{line.strip()}` into the comment lines at the top of the file",
             )
         )
     return problems
