@@ -17,7 +17,7 @@ from migrate_safe.lint.context import FileContext, LintOptions, SchemaState, obs
 from migrate_safe.lint.facts import TableFacts
 from migrate_safe.lint.judge import Verdict, judge
 from migrate_safe.lint.model import Finding, Hit, Rule, Severity
-from migrate_safe.lint.registry import FILE_CHECKS, STATEMENT_CHECKS
+from migrate_safe.lint.registry import FILE_CHECKS, checks_for
 from migrate_safe.lint.rules import files
 from migrate_safe.lint.rules.files import file_finding, problem_finding
 from migrate_safe.lint.sqlast import ParsedStatement, parse_script
@@ -208,8 +208,9 @@ def _raw_findings(
         return _locate(rule, hit, statement, target, judge(rule, hit, context, config.limits))
 
     for statement in statements:
-        for rule, check in STATEMENT_CHECKS:
-            located += [locate(rule, hit, statement) for hit in check(statement, context)]
+        for checked in checks_for(statement.node):
+            for hit in checked.check(statement, context):
+                located.append(locate(checked.rule, hit, statement))
         observe(statement, context)
     # File checks run after the walk, so they judge against the file's end state: a table
     # created anywhere in it counts as new (used before its CREATE, the file fails anyway).
@@ -241,6 +242,8 @@ def _with_policy(
     if item.harmless:
         severity = Severity.INFO
     reason = suppression_reason(finding.rule, item.span, directives, comments, config)
+    if severity == finding.severity and reason is None:
+        return finding  # the usual case: nothing to change
     return replace(finding, severity=severity, suppressed_by=reason)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from functools import cached_property
 
 from pglast import ast, parse_sql
 from pglast.enums import AlterTableType, ConstrType, NullTestType, ObjectType
@@ -29,6 +30,26 @@ class ParsedStatement:
     line: int
     column: int
     end_line: int
+
+    @cached_property
+    def altered_table(self) -> tuple[ast.AlterTableStmt, RelationName] | None:
+        """An ALTER TABLE statement and the table it alters (most rules ask about these)."""
+        node = self.node
+        if not isinstance(node, ast.AlterTableStmt) or node.relation is None:
+            return None
+        return node, relation_name(node.relation)
+
+    @cached_property
+    def declared_columns(self) -> tuple[DeclaredColumn, ...]:
+        """(table.column, type, definition) for columns the statement creates or retypes:
+        worked out once for the several rules that judge column types."""
+        return tuple(_declared_columns(self.node))
+
+    @cached_property
+    def added_constraints(self) -> tuple[AddedConstraint, ...]:
+        """(constraint, column when inline in ADD COLUMN) for every constraint an ALTER TABLE
+        adds, ADD CONSTRAINT first: worked out once for the several constraint rules."""
+        return tuple(_added_constraints(self.node))
 
 
 def parse_script(text: str) -> list[ParsedStatement]:
@@ -253,6 +274,46 @@ def column_type(type_name: ast.TypeName | None) -> ColumnType | None:
         if isinstance(modifier, ast.A_Const) and isinstance(modifier.val, ast.Integer)
     )
     return ColumnType(_TYPE_ALIASES.get(raw, raw), modifiers, bool(type_name.arrayBounds))
+
+
+AddedConstraint = tuple[ast.Constraint, str | None]
+
+
+def _added_constraints(node: ast.Node) -> Iterator[AddedConstraint]:
+    for command in alter_commands(node, AlterTableType.AT_AddConstraint):
+        constraint = added_constraint(command)
+        if constraint is not None:
+            yield constraint, None
+    for command in alter_commands(node, AlterTableType.AT_AddColumn):
+        column = added_column(command)
+        if column is not None:
+            yield from ((c, str(column.colname)) for c in column_constraints(column))
+
+
+DeclaredColumn = tuple[str, ColumnType, ast.ColumnDef]
+
+
+def _declared_columns(node: ast.Node) -> Iterator[DeclaredColumn]:
+    if isinstance(node, ast.CreateStmt):
+        table = table_name(node.relation)
+        columns = [e for e in node.tableElts or () if isinstance(e, ast.ColumnDef)]
+        named = [(f"{table}.{c.colname}", c) for c in columns]
+    elif isinstance(node, ast.AlterTableStmt):
+        table = table_name(node.relation)
+        commands = alter_commands(
+            node, AlterTableType.AT_AddColumn, AlterTableType.AT_AlterColumnType
+        )
+        named = []
+        for command in commands:
+            column = added_column(command)
+            if column is not None:
+                named.append((f"{table}.{column.colname or command.name}", column))
+    else:
+        return
+    for where, column in named:
+        found = column_type(column.typeName)
+        if found is not None:
+            yield where, found, column
 
 
 # --- volatility ----------------------------------------------------------------------------

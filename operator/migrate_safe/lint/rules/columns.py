@@ -38,12 +38,10 @@ def altered_table(
     statement: ParsedStatement, context: FileContext
 ) -> tuple[ast.AlterTableStmt, RelationName] | None:
     """The ALTER TABLE statement and its table, when the table existed before this file."""
-    node = statement.node
-    if not isinstance(node, ast.AlterTableStmt) or node.relation is None:
+    altered = statement.altered_table
+    if altered is None or context.is_new_table(altered[0].relation):
         return None
-    if context.is_new_table(node.relation):
-        return None
-    return node, relation_name(node.relation)
+    return altered
 
 
 def _existing_table_columns(
@@ -115,7 +113,8 @@ def _rewrite_reason(column: ast.ColumnDef, pg_version: int) -> str | None:
         "-- later migrations: UPDATE orders SET public_id = gen_random_uuid()\n"
         "--   WHERE id BETWEEN … AND … AND public_id IS NULL;",
         bites=Bites.WITH_ROWS,
-    )
+    ),
+    AlterTableType.AT_AddColumn,
 )
 def add_column_rewrites_table(statement: ParsedStatement, context: FileContext) -> Iterator[Hit]:
     for node, table, column in _existing_table_columns(statement, context):
@@ -146,7 +145,8 @@ def add_column_rewrites_table(statement: ParsedStatement, context: FileContext) 
         # The statement itself fails only on a table with rows: an empty one (a rollback in a
         # fresh environment, say) is judged harmless; the message still warns about inserts.
         bites=Bites.IF_NOT_EMPTY,
-    )
+    ),
+    AlterTableType.AT_AddColumn,
 )
 def add_column_not_null_without_default(
     statement: ParsedStatement, context: FileContext
@@ -191,7 +191,9 @@ def add_column_not_null_without_default(
         "ALTER TABLE orders ALTER COLUMN currency SET NOT NULL;\n"
         "ALTER TABLE orders DROP CONSTRAINT orders_currency_not_null;",
         bites=Bites.WITH_ROWS,
-    )
+    ),
+    AlterTableType.AT_AddConstraint,
+    AlterTableType.AT_SetNotNull,
 )
 def set_not_null_scans_table(statement: ParsedStatement, context: FileContext) -> Iterator[Hit]:
     altered = altered_table(statement, context)
@@ -326,7 +328,8 @@ def _type_change_problem(
         safe_example="ALTER TABLE orders ADD COLUMN total_cents_big bigint;\n"
         "-- sync trigger + batched backfill, then switch readers and drop the old column",
         bites=Bites.WITH_ROWS,
-    )
+    ),
+    AlterTableType.AT_AlterColumnType,
 )
 def alter_column_type_rewrites_table(
     statement: ParsedStatement, context: FileContext
@@ -367,7 +370,8 @@ def alter_column_type_rewrites_table(
         safe_example="ALTER TABLE orders ADD COLUMN state text;\n"
         "-- trigger keeping status and state in sync, then a batched backfill",
         bites=Bites.IF_IN_USE,
-    )
+    ),
+    ast.RenameStmt,
 )
 def rename_column(statement: ParsedStatement, context: FileContext) -> Iterator[Hit]:
     node = statement.node
@@ -399,7 +403,8 @@ def rename_column(statement: ParsedStatement, context: FileContext) -> Iterator[
         "ALTER TABLE orders RENAME TO purchases;\n"
         "CREATE VIEW orders AS SELECT * FROM purchases;",
         bites=Bites.IF_IN_USE,
-    )
+    ),
+    ast.RenameStmt,
 )
 def rename_table(statement: ParsedStatement, context: FileContext) -> Iterator[Hit]:
     node = statement.node
@@ -430,7 +435,8 @@ def rename_table(statement: ParsedStatement, context: FileContext) -> Iterator[H
         unsafe_example="ALTER TABLE orders ALTER COLUMN currency DROP NOT NULL;",
         safe_example="ALTER TABLE orders ALTER COLUMN currency SET DEFAULT 'EUR';",
         bites=Bites.IF_IN_USE,
-    )
+    ),
+    AlterTableType.AT_DropNotNull,
 )
 def drop_not_null(statement: ParsedStatement, context: FileContext) -> Iterator[Hit]:
     altered = altered_table(statement, context)

@@ -14,10 +14,7 @@ from migrate_safe.lint.registry import statement_rule
 from migrate_safe.lint.rules.columns import altered_table
 from migrate_safe.lint.sqlast import (
     ParsedStatement,
-    added_column,
-    added_constraint,
     alter_commands,
-    column_constraints,
     relation_name,
     table_key,
     table_name,
@@ -31,16 +28,10 @@ def _new_constraints(
     altered = altered_table(statement, context)
     if altered is None:
         return
-    node, table = altered
-    for command in alter_commands(node, AlterTableType.AT_AddConstraint):
-        constraint = added_constraint(command)
-        if constraint is not None and constraint.contype == kind:
-            yield table, constraint, None
-    for command in alter_commands(node, AlterTableType.AT_AddColumn):
-        column = added_column(command)
-        if column is not None:
-            for constraint in column_constraints(column, kind):
-                yield table, constraint, str(column.colname)
+    _, table = altered
+    for constraint, column in statement.added_constraints:
+        if constraint.contype == kind:
+            yield table, constraint, column
 
 
 def _if_exists(statement: ParsedStatement) -> bool:
@@ -75,7 +66,9 @@ def _label(constraint: ast.Constraint, inline_column: str | None, what: str) -> 
         "-- next migration:\n"
         "ALTER TABLE orders VALIDATE CONSTRAINT orders_total_positive;",
         bites=Bites.WITH_ROWS,
-    )
+    ),
+    AlterTableType.AT_AddConstraint,
+    AlterTableType.AT_AddColumn,
 )
 def add_check_without_not_valid(statement: ParsedStatement, context: FileContext) -> Iterator[Hit]:
     for table, constraint, column in _new_constraints(statement, context, ConstrType.CONSTR_CHECK):
@@ -109,7 +102,9 @@ def add_check_without_not_valid(statement: ParsedStatement, context: FileContext
         "-- next migration:\n"
         "ALTER TABLE orders VALIDATE CONSTRAINT orders_coupon_id_fkey;",
         bites=Bites.WITH_ROWS,
-    )
+    ),
+    AlterTableType.AT_AddConstraint,
+    AlterTableType.AT_AddColumn,
 )
 def add_foreign_key_without_not_valid(
     statement: ParsedStatement, context: FileContext
@@ -161,7 +156,9 @@ def _index_backed(
         "ALTER TABLE customers ADD CONSTRAINT customers_email_key "
         "UNIQUE USING INDEX customers_email_key;",
         bites=Bites.WITH_ROWS,
-    )
+    ),
+    AlterTableType.AT_AddConstraint,
+    AlterTableType.AT_AddColumn,
 )
 def add_unique_without_index(statement: ParsedStatement, context: FileContext) -> Iterator[Hit]:
     yield from _index_backed(statement, context, ConstrType.CONSTR_UNIQUE, "UNIQUE")
@@ -185,7 +182,9 @@ def add_unique_without_index(statement: ParsedStatement, context: FileContext) -
         "-- next migration:\n"
         "ALTER TABLE events ADD CONSTRAINT events_pkey PRIMARY KEY USING INDEX events_pkey;",
         bites=Bites.WITH_ROWS,
-    )
+    ),
+    AlterTableType.AT_AddConstraint,
+    AlterTableType.AT_AddColumn,
 )
 def add_primary_key_without_index(
     statement: ParsedStatement, context: FileContext
@@ -212,7 +211,9 @@ def add_primary_key_without_index(
         "ALTER TABLE bookings ADD CONSTRAINT bookings_no_overlap\n"
         "    EXCLUDE USING gist (room WITH =, during WITH &&);",
         bites=Bites.WITH_ROWS,
-    )
+    ),
+    AlterTableType.AT_AddConstraint,
+    AlterTableType.AT_AddColumn,
 )
 def add_exclusion_constraint(statement: ParsedStatement, context: FileContext) -> Iterator[Hit]:
     for table, constraint, _ in _new_constraints(statement, context, ConstrType.CONSTR_EXCLUSION):
@@ -245,7 +246,8 @@ def add_exclusion_constraint(statement: ParsedStatement, context: FileContext) -
         "CHECK (total_cents >= 0) NOT VALID;\n"
         "-- VALIDATE CONSTRAINT goes in the next migration",
         bites=Bites.WITH_ROWS,
-    )
+    ),
+    AlterTableType.AT_ValidateConstraint,
 )
 def validate_in_same_transaction(statement: ParsedStatement, context: FileContext) -> Iterator[Hit]:
     node = statement.node

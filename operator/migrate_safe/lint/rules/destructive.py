@@ -81,7 +81,8 @@ def _cascade(statement: ParsedStatement) -> str:
         "-- legacy_invoices unused since release 42; backup in s3://backups/legacy_invoices\n"
         "DROP TABLE legacy_invoices;",
         bites=Bites.IF_IN_USE,
-    )
+    ),
+    ast.DropStmt,
 )
 def drop_table(statement: ParsedStatement, context: FileContext) -> Iterator[Hit]:
     if context.direction == "up":
@@ -110,7 +111,8 @@ def drop_table(statement: ParsedStatement, context: FileContext) -> Iterator[Hit
         "-- status unused since release 42 (expand/contract step 3)\n"
         "ALTER TABLE orders DROP COLUMN status;",
         bites=Bites.IF_IN_USE,
-    )
+    ),
+    AlterTableType.AT_DropColumn,
 )
 def drop_column(statement: ParsedStatement, context: FileContext) -> Iterator[Hit]:
     if context.direction == "up":
@@ -138,7 +140,9 @@ def drop_column(statement: ParsedStatement, context: FileContext) -> Iterator[Hi
         safe_example="-- migrate-safe:allow=MS403\n"
         "-- reporting was moved to the warehouse in release 40; backed up\n"
         "DROP SCHEMA reporting;",
-    )
+    ),
+    ast.DropStmt,
+    ast.DropdbStmt,
 )
 def drop_schema_or_database(statement: ParsedStatement, context: FileContext) -> Iterator[Hit]:
     if context.direction == "up":
@@ -161,7 +165,8 @@ def drop_schema_or_database(statement: ParsedStatement, context: FileContext) ->
         unsafe_example="TRUNCATE sessions CASCADE;",
         safe_example="DELETE FROM sessions WHERE expires_at < now() - interval '30 days';",
         bites=Bites.IF_NOT_EMPTY,
-    )
+    ),
+    ast.TruncateStmt,
 )
 def truncate(statement: ParsedStatement, context: FileContext) -> Iterator[Hit]:
     if context.direction == "up":
@@ -190,7 +195,11 @@ def truncate(statement: ParsedStatement, context: FileContext) -> Iterator[Hit]:
         "ALTER TABLE customers DROP COLUMN display_name;",
         safe_example="-- 004_add_customers_display_name.down.sql\n"
         "ALTER TABLE customers RENAME COLUMN display_name TO display_name_rolled_back;",
-    )
+    ),
+    ast.DropStmt,
+    AlterTableType.AT_DropColumn,
+    ast.DropdbStmt,
+    ast.TruncateStmt,
 )
 def destructive_down_migration(statement: ParsedStatement, context: FileContext) -> Iterator[Hit]:
     if context.direction != "down":

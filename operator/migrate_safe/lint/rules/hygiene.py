@@ -10,54 +10,21 @@ from pglast.enums import AlterTableType, ConstrType
 from migrate_safe.lint.context import FileContext
 from migrate_safe.lint.model import Hit, Rule, Severity
 from migrate_safe.lint.registry import statement_rule
-from migrate_safe.lint.sqlast import (
-    ColumnType,
-    ParsedStatement,
-    added_column,
-    alter_commands,
-    column_constraints,
-    column_type,
-    table_name,
-)
+from migrate_safe.lint.sqlast import ColumnType, ParsedStatement, column_constraints
 
 TypeProblem = Callable[[ColumnType, ast.ColumnDef], str | None]
 
 
-def declared_columns(
-    statement: ParsedStatement,
-) -> Iterator[tuple[str, ColumnType, ast.ColumnDef]]:
-    """(table.column, type, definition) for columns created or retyped by the statement."""
-    node = statement.node
-    if isinstance(node, ast.CreateStmt):
-        table = table_name(node.relation)
-        columns = [e for e in node.tableElts or () if isinstance(e, ast.ColumnDef)]
-        named = [(f"{table}.{c.colname}", c) for c in columns]
-    elif isinstance(node, ast.AlterTableStmt):
-        table = table_name(node.relation)
-        commands = alter_commands(
-            node, AlterTableType.AT_AddColumn, AlterTableType.AT_AlterColumnType
-        )
-        named = []
-        for command in commands:
-            column = added_column(command)
-            if column is not None:
-                named.append((f"{table}.{column.colname or command.name}", column))
-    else:
-        return
-    for where, column in named:
-        found = column_type(column.typeName)
-        if found is not None:
-            yield where, found, column
-
-
 def _type_rule(rule: Rule, problem: TypeProblem) -> None:
     def check(statement: ParsedStatement, context: FileContext) -> Iterator[Hit]:
-        for where, found, column in declared_columns(statement):
+        for where, found, column in statement.declared_columns:
             message = problem(found, column)
             if message:
                 yield Hit(f"{where}: {message}")
 
-    statement_rule(rule)(check)
+    statement_rule(
+        rule, ast.CreateStmt, AlterTableType.AT_AddColumn, AlterTableType.AT_AlterColumnType
+    )(check)
 
 
 def _limited_varchar(found: ColumnType, column: ast.ColumnDef) -> str | None:

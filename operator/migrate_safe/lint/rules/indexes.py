@@ -42,7 +42,8 @@ NO_TRANSACTION = "-- migrate-safe:no-transaction"
         safe_example=f"{NO_TRANSACTION}\nCREATE INDEX CONCURRENTLY IF NOT EXISTS "
         "orders_created_at_idx ON orders (created_at);",
         bites=Bites.WITH_ROWS,
-    )
+    ),
+    ast.IndexStmt,
 )
 def create_index_without_concurrently(
     statement: ParsedStatement, context: FileContext
@@ -74,7 +75,8 @@ def create_index_without_concurrently(
         unsafe_example="DROP INDEX orders_created_at_idx;",
         safe_example=f"{NO_TRANSACTION}\nDROP INDEX CONCURRENTLY IF EXISTS orders_created_at_idx;",
         bites=Bites.IF_IN_USE,
-    )
+    ),
+    ast.DropStmt,
 )
 def drop_index_without_concurrently(
     statement: ParsedStatement, context: FileContext
@@ -110,7 +112,8 @@ def drop_index_without_concurrently(
         unsafe_example="REINDEX INDEX orders_created_at_idx;",
         safe_example=f"{NO_TRANSACTION}\nREINDEX INDEX CONCURRENTLY orders_created_at_idx;",
         bites=Bites.WITH_ROWS,
-    )
+    ),
+    ast.ReindexStmt,
 )
 def reindex_without_concurrently(statement: ParsedStatement, context: FileContext) -> Iterator[Hit]:
     node = statement.node

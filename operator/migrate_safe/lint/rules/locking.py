@@ -48,7 +48,9 @@ FIRST_WRITE_BLOCKING_MODE = 5
         unsafe_example="VACUUM FULL orders;",
         safe_example="-- run by the DBA outside the migration: pg_repack --table=orders",
         bites=Bites.WITH_ROWS,
-    )
+    ),
+    ast.VacuumStmt,
+    ast.ClusterStmt,
 )
 def vacuum_full_or_cluster(statement: ParsedStatement, context: FileContext) -> Iterator[Hit]:
     node = statement.node
@@ -86,7 +88,8 @@ def vacuum_full_or_cluster(statement: ParsedStatement, context: FileContext) -> 
         unsafe_example="LOCK TABLE orders IN ACCESS EXCLUSIVE MODE;",
         safe_example="LOCK TABLE orders IN SHARE UPDATE EXCLUSIVE MODE;",
         bites=Bites.IF_IN_USE,
-    )
+    ),
+    ast.LockStmt,
 )
 def lock_table(statement: ParsedStatement, context: FileContext) -> Iterator[Hit]:
     node = statement.node
@@ -119,7 +122,8 @@ def lock_table(statement: ParsedStatement, context: FileContext) -> Iterator[Hit
         safe_example="-- migrate-safe:no-transaction\n"
         "ALTER TABLE events DETACH PARTITION events_2023 CONCURRENTLY;",
         bites=Bites.IF_IN_USE,
-    )
+    ),
+    AlterTableType.AT_DetachPartition,
 )
 def detach_partition_without_concurrently(
     statement: ParsedStatement, context: FileContext
@@ -160,7 +164,8 @@ def detach_partition_without_concurrently(
         unsafe_example="ALTER DOMAIN positive_cents ADD CONSTRAINT positive CHECK (VALUE > 0);",
         safe_example="ALTER DOMAIN positive_cents ADD CONSTRAINT positive "
         "CHECK (VALUE > 0) NOT VALID;",
-    )
+    ),
+    ast.AlterDomainStmt,
 )
 def domain_check_without_not_valid(
     statement: ParsedStatement, context: FileContext

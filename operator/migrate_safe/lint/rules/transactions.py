@@ -91,7 +91,18 @@ def transaction_forbidden(node: ast.Node, pg_version: int) -> str | None:
         safe_example=f"{NO_TRANSACTION}\nCREATE INDEX CONCURRENTLY IF NOT EXISTS "
         "orders_created_at_idx ON orders (created_at);",
         unrunnable=True,
-    )
+    ),
+    ast.IndexStmt,
+    ast.DropStmt,
+    ast.ReindexStmt,
+    AlterTableType.AT_DetachPartition,
+    ast.VacuumStmt,
+    ast.AlterEnumStmt,
+    ast.CreatedbStmt,
+    ast.DropdbStmt,
+    ast.CreateTableSpaceStmt,
+    ast.DropTableSpaceStmt,
+    ast.AlterSystemStmt,
 )
 def needs_no_transaction(statement: ParsedStatement, context: FileContext) -> Iterator[Hit]:
     what = transaction_forbidden(statement.node, context.pg_version)
@@ -137,7 +148,10 @@ def _needs_newer(node: ast.Node) -> tuple[str, int] | None:
         safe_example="-- lint-fixture: pg-version=12\n"
         "-- migrate-safe:no-transaction\nREINDEX INDEX CONCURRENTLY orders_created_at_idx;",
         unrunnable=True,
-    )
+    ),
+    ast.ReindexStmt,
+    AlterTableType.AT_DetachPartition,
+    AlterTableType.AT_AddColumn,
 )
 def needs_newer_postgres(statement: ParsedStatement, context: FileContext) -> Iterator[Hit]:
     needed = _needs_newer(statement.node)
@@ -146,9 +160,12 @@ def needs_newer_postgres(statement: ParsedStatement, context: FileContext) -> It
         yield Hit(f"{feature} needs PostgreSQL {version}; the target is {context.pg_version}")
 
 
-def _transactions(statements: list[ParsedStatement], context: FileContext) -> ScriptBody:
+def _transactions(statements: list[ParsedStatement], context: FileContext) -> ScriptBody | None:
     """The engine's own reading of the file's transaction control (statements.py), so lint
-    and the engine can never disagree about what runs."""
+    and the engine can never disagree about what runs; None when no statement is transaction
+    control (the engine finds none either), which spares parsing the file's statements again."""
+    if not any(isinstance(s.node, ast.TransactionStmt) for s in statements):
+        return None
     return classify_transactions(
         [Statement(s.sql, s.line) for s in statements], no_transaction=not context.transactional
     )
@@ -185,7 +202,8 @@ def _at(statements: list[ParsedStatement], control: TransactionControl) -> Parse
 def transaction_control(
     statements: list[ParsedStatement], context: FileContext
 ) -> Iterator[tuple[ParsedStatement, Hit]]:
-    for control in _transactions(statements, context).refused:
+    body = _transactions(statements, context)
+    for control in body.refused if body is not None else ():
         message = describe_refusal(control, no_transaction=not context.transactional)
         yield _at(statements, control), Hit(message)
 
@@ -210,7 +228,8 @@ def transaction_control(
 def transaction_wrapper(
     statements: list[ParsedStatement], context: FileContext
 ) -> Iterator[tuple[ParsedStatement, Hit]]:
-    wrapper = _transactions(statements, context).wrapper
+    body = _transactions(statements, context)
+    wrapper = body.wrapper if body is not None else None
     if wrapper is not None:
         begin, commit = wrapper
         yield (
@@ -317,21 +336,22 @@ def ddl_with_backfill(
 ) -> Iterator[tuple[ParsedStatement, Hit]]:
     if not context.transactional:
         return
+    # Most files have no whole-table UPDATE/DELETE: look for one before looking for DDL.
+    backfills = [(s, found) for s in statements if (found := _unbounded_dml(s, context))]
+    if not backfills:
+        return
     ddl = next((s for s in statements if takes_table_lock(s, context)), None)
     if ddl is None:
         return
-    for statement in statements:
-        found = _unbounded_dml(statement, context)
-        if found:
-            dml, table = found
-            yield (
-                statement,
-                Hit(
-                    f"{dml} without WHERE runs in one transaction with the DDL on line {ddl.line}, "
-                    "which keeps its lock until every row is changed",
-                    subject=table,
-                ),
-            )
+    for statement, (dml, table) in backfills:
+        yield (
+            statement,
+            Hit(
+                f"{dml} without WHERE runs in one transaction with the DDL on line {ddl.line}, "
+                "which keeps its lock until every row is changed",
+                subject=table,
+            ),
+        )
 
 
 def _not_idempotent(node: ast.Node) -> str | None:
