@@ -56,14 +56,14 @@ async def start_fleets(memo: kopf.Memo, **kwargs: Any) -> None:
 
 
 @kopf.index(GROUP, VERSION, SET_PLURAL)
-def set_index(
+async def set_index(
     namespace: str | None, name: str, body: kopf.Body, **_: Any
 ) -> dict[tuple[str | None, str], dict[str, Any]]:
     return {(namespace, name): snapshot(body, kind=SET_KIND)}
 
 
 @kopf.index(GROUP, VERSION, PLURAL, labels={LABEL_SET: kopf.PRESENT})
-def member_index(
+async def member_index(
     namespace: str | None, labels: Mapping[str, str], body: kopf.Body, **_: Any
 ) -> dict[tuple[str | None, str], dict[str, Any]]:
     """Members' DatabaseMigrations by the set that owns them."""
@@ -71,7 +71,7 @@ def member_index(
 
 
 @kopf.index("", "v1", "secrets", labels={LABEL_DATABASE: kopf.PRESENT})
-def secret_index(
+async def secret_index(
     namespace: str | None, name: str, labels: Mapping[str, str], meta: kopf.Meta, **_: Any
 ) -> dict[str | None, tuple[str, DatabaseSecret]]:
     """Database Secrets by namespace: their names, labels and age only, never their data."""
