@@ -396,7 +396,7 @@ def kill_pods(slot: Slot) -> None:
     for hierarchy in _hierarchies():
         root = hierarchy / slot.cgroup_root.lstrip("/")
         if root.is_dir():
-            for group in sorted((p for p in root.rglob("*") if p.is_dir()), reverse=True):
+            for group in sorted(_groups(root), reverse=True):
                 with contextlib.suppress(OSError):
                     group.rmdir()
             with contextlib.suppress(OSError):
@@ -407,10 +407,16 @@ def _cgroup_pids(slot: Slot) -> set[int]:
     pids: set[int] = set()
     for hierarchy in _hierarchies():
         root = hierarchy / slot.cgroup_root.lstrip("/")
-        for procs in root.rglob("cgroup.procs") if root.is_dir() else []:
+        for group in _groups(root):
             with contextlib.suppress(OSError):
-                pids.update(int(p) for p in procs.read_text().split())
+                pids.update(int(p) for p in (group / "cgroup.procs").read_text().split())
     return pids
+
+
+def _groups(root: Path) -> list[Path]:
+    """A cgroup and every cgroup below it. Pods' cgroups vanish while they are walked, as
+    their containers stop: os.walk passes over a directory that is gone where rglob raises."""
+    return [Path(top) for top, _, _ in os.walk(root)]
 
 
 def shim_pids(slot: Slot) -> list[int]:
