@@ -25,6 +25,7 @@ after ``COPY operator/``.
 from __future__ import annotations
 
 import base64
+import fcntl
 import hashlib
 import json
 import os
@@ -296,6 +297,25 @@ def ensure_image(root: Path = REPO_ROOT) -> Image:
     archive = cache_root() / f"migrate-safe-{key}.docker.tar"
     if archive.exists():
         return Image(ref, archive)
+    with _building(archive):
+        if archive.exists():  # built by another process while this one waited
+            return Image(ref, archive)
+        return _build(tool, root, base, ref, archive)
+
+
+@contextmanager
+def _building(archive: Path) -> Iterator[None]:
+    """One build of an image at a time on this machine: two test runs or benchmarks that
+    start together would otherwise build the same image into the same temporary file."""
+    with archive.with_suffix(".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _build(tool: Buildah, root: Path, base: str, ref: str, archive: Path) -> Image:
     started = time.monotonic()
     log(f"building {ref} from {root / 'Dockerfile'} (base {base})")
     argv = ["bud", "--isolation", "chroot", "--network", "host", "--layers", "--pull-never"]
