@@ -39,10 +39,12 @@ _FIRST_USER_OID = 16384
 
 
 def _not_extension_member(catalog: str, oid: str) -> str:
-    """Objects an extension created belong to the extension (its version is what matters)."""
+    """Objects an extension created belong to the extension (its version is what matters).
+    Its members are read once, from the extensions' side of pg_depend, into a hashed list:
+    probing pg_depend object by object costs more on a catalog of thousands of objects."""
     return (
-        "NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = "
-        f"'{catalog}'::regclass AND d.objid = {oid} AND d.deptype = 'e')"
+        f"{oid} NOT IN (SELECT d.objid FROM pg_depend d WHERE d.refclassid ="
+        f" 'pg_extension'::regclass AND d.deptype = 'e' AND d.classid = '{catalog}'::regclass)"
     )
 
 
@@ -147,6 +149,19 @@ _RELATIONS = _lines(
 )
 
 
+# A column's position among the live columns of its table: its number less the dropped
+# columns before it. Few tables have dropped columns, and one scan of pg_attribute finds them
+# (`dropped` in _columns); numbering every column with a window would sort them all.
+_LIVE_POSITION = (
+    "(a.attnum - CASE WHEN dropped.attnums IS NULL THEN 0"
+    " ELSE (SELECT count(*) FROM unnest(dropped.attnums) d WHERE d < a.attnum) END)"
+)
+
+# A default cannot refer to a column, so it is deparsed without its table (relation 0): the
+# same text, without pg_get_expr opening and locking every table that has a default.
+_DEFAULT = "pg_get_expr(ad.adbin, 0)"
+
+
 def _columns(major: int) -> str:
     """Columns in order: the position counts live columns only, so a dump/restore (which
     compacts dropped-column gaps) gives the same lines, while a reordering does not.
@@ -160,7 +175,7 @@ def _columns(major: int) -> str:
     )
     return _lines(
         "SELECT format('%I.%I %s %I %s', n.nspname, c.relname,"
-        " lpad((row_number() OVER (PARTITION BY c.oid ORDER BY a.attnum))::text, 4, '0'),"
+        f" lpad({_LIVE_POSITION}::text, 4, '0'),"
         " a.attname, format_type(a.atttypid, a.atttypmod))"
         " || CASE WHEN a.attnotnull THEN ' not null' ELSE '' END"
         " || CASE a.attidentity WHEN 'a' THEN ' identity always'"
@@ -168,7 +183,7 @@ def _columns(major: int) -> str:
         " || CASE a.attgenerated"
         " WHEN 's' THEN ' generated always as (' || pg_get_expr(ad.adbin, ad.adrelid) || ') stored'"
         " WHEN 'v' THEN ' generated always as (' || pg_get_expr(ad.adbin, ad.adrelid) || ')'"
-        " ELSE coalesce(' default ' || pg_get_expr(ad.adbin, ad.adrelid), '') END"
+        f" ELSE coalesce(' default ' || {_DEFAULT}, '') END"
         " || CASE WHEN a.attcollation <> 0 AND a.attcollation <> t.typcollation"
         " THEN ' collate ' || a.attcollation::regcollation::text ELSE '' END"
         " || CASE WHEN a.attstorage = t.typstorage THEN '' WHEN a.attstorage = 'p' THEN"
@@ -185,6 +200,8 @@ def _columns(major: int) -> str:
         " JOIN pg_namespace n ON n.oid = c.relnamespace"
         " JOIN pg_type t ON t.oid = a.atttypid"
         " LEFT JOIN pg_attrdef ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum"
+        " LEFT JOIN (SELECT attrelid, array_agg(attnum) AS attnums FROM pg_attribute"
+        " WHERE attisdropped GROUP BY attrelid) dropped ON dropped.attrelid = a.attrelid"
         + _comment("pg_class", "c.oid", "a.attnum")
         + " WHERE a.attnum > 0 AND NOT a.attisdropped"
         " AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'c')"
@@ -204,27 +221,74 @@ _CONSTRAINTS = _lines(
     + f" WHERE {_managed('pg_constraint', 'k.oid')}"
 )
 
-# pg_get_indexdef has the method, columns, opclasses, predicate and storage parameters; the
-# rest is what pg_dump writes as separate statements.
-_INDEXES = _lines(
-    "SELECT "
-    + _one_line("pg_get_indexdef(i.indexrelid)")
-    + " || coalesce(' tablespace ' || quote_ident(ts.spcname), '')"
-    " || CASE WHEN i.indisclustered THEN ' clustered' ELSE '' END"
-    " || CASE WHEN i.indisreplident THEN ' replica identity' ELSE '' END"
-    " || coalesce(' attached to ' || ih.inhparent::regclass::text, '')"
-    " || coalesce(' statistics (' || (SELECT string_agg(a.attnum || ' ' || a.attstattarget,"
-    " ', ' ORDER BY a.attnum) FROM pg_attribute a WHERE a.attrelid = i.indexrelid"
-    " AND a.attstattarget >= 0) || ')', '')"
-    " || CASE WHEN i.indisvalid THEN '' ELSE ' -- INVALID' END" + _COMMENTED + " AS line"
-    " FROM pg_index i"
-    " JOIN pg_class c ON c.oid = i.indexrelid"
-    " JOIN pg_namespace n ON n.oid = c.relnamespace"
-    " LEFT JOIN pg_tablespace ts ON ts.oid = c.reltablespace"
-    " LEFT JOIN pg_inherits ih ON ih.inhrelid = i.indexrelid"
-    + _comment("pg_class", "c.oid")
-    + f" WHERE {_managed('pg_class', 'c.oid')}"
+# The btree operator classes pg_get_indexdef leaves unnamed on a column of their type: the
+# default for exactly that type (not a domain: a domain's default is looked up by its base
+# type), without an options function (so no index column can carry options).
+_DEFAULT_BTREE_OPCLASSES = (
+    "SELECT opc.oid, opc.opcintype FROM pg_opclass opc"
+    " JOIN pg_am am ON am.oid = opc.opcmethod AND am.amname = 'btree'"
+    " JOIN pg_type ty ON ty.oid = opc.opcintype AND ty.typtype <> 'd'"
+    " WHERE opc.opcdefault AND NOT EXISTS (SELECT 1 FROM pg_amproc p"
+    " WHERE p.amprocfamily = opc.opcfamily AND p.amprocnum = 5"
+    " AND p.amproclefttype = opc.opcintype)"
 )
+
+
+def _plain_index(major: int) -> str:
+    """pg_get_indexdef's text, written from the catalogs, for the index a catalog has most of:
+    a btree on one plain column with its type's default operator class and the column's own
+    collation, no predicate, no storage parameters, no INCLUDE or NULLS NOT DISTINCT. NULL
+    for any other index, which pg_get_indexdef deparses. pg_get_indexdef looks the default
+    operator class up for each column by scanning pg_opclass; here one hash join does
+    (`dflt`, the default btree classes)."""
+    distinct = " AND NOT i.indnullsnotdistinct" if major >= 15 else ""
+    # DESC's default is NULLS FIRST, ASC's NULLS LAST (indoption bits 1 and 2).
+    order = (
+        "CASE WHEN i.indoption[0] & 1 = 1 THEN ' DESC'"
+        " || CASE WHEN i.indoption[0] & 2 = 0 THEN ' NULLS LAST' ELSE '' END"
+        " WHEN i.indoption[0] & 2 = 2 THEN ' NULLS FIRST' ELSE '' END"
+    )
+    return (
+        "CASE WHEN i.indnatts = 1 AND dflt.oid IS NOT NULL AND i.indexprs IS NULL"
+        f" AND i.indpred IS NULL AND c.reloptions IS NULL{distinct}"
+        " THEN (SELECT format('CREATE %sINDEX %I ON %s%I.%I USING btree (%I%s)',"
+        " CASE WHEN i.indisunique THEN 'UNIQUE ' ELSE '' END, c.relname,"
+        " CASE WHEN c.relkind = 'I' THEN 'ONLY ' ELSE '' END, n.nspname, tbl.relname,"
+        f" a.attname, {order}) FROM pg_attribute a"
+        " WHERE a.attrelid = i.indrelid AND a.attnum = i.indkey[0]"
+        " AND a.atttypid = dflt.opcintype AND i.indcollation[0] IN (0, a.attcollation)) END"
+    )
+
+
+def _indexdef(major: int) -> str:
+    return f"coalesce({_plain_index(major)}, pg_get_indexdef(i.indexrelid))"
+
+
+def _indexes(major: int) -> str:
+    """pg_get_indexdef has the method, columns, opclasses, predicate and storage parameters;
+    the rest is what pg_dump writes as separate statements."""
+    return _lines(
+        "SELECT "
+        + _one_line(_indexdef(major))
+        + " || coalesce(' tablespace ' || quote_ident(ts.spcname), '')"
+        " || CASE WHEN i.indisclustered THEN ' clustered' ELSE '' END"
+        " || CASE WHEN i.indisreplident THEN ' replica identity' ELSE '' END"
+        " || coalesce(' attached to ' || ih.inhparent::regclass::text, '')"
+        " || coalesce(' statistics (' || (SELECT string_agg(a.attnum || ' ' || a.attstattarget,"
+        " ', ' ORDER BY a.attnum) FROM pg_attribute a WHERE a.attrelid = i.indexrelid"
+        " AND a.attstattarget >= 0) || ')', '')"
+        " || CASE WHEN i.indisvalid THEN '' ELSE ' -- INVALID' END" + _COMMENTED + " AS line"
+        " FROM pg_index i"
+        " JOIN pg_class c ON c.oid = i.indexrelid"
+        " JOIN pg_class tbl ON tbl.oid = i.indrelid"
+        " JOIN pg_namespace n ON n.oid = c.relnamespace"
+        f" LEFT JOIN ({_DEFAULT_BTREE_OPCLASSES}) dflt ON dflt.oid = i.indclass[0]"
+        " LEFT JOIN pg_tablespace ts ON ts.oid = c.reltablespace"
+        " LEFT JOIN pg_inherits ih ON ih.inhrelid = i.indexrelid"
+        + _comment("pg_class", "c.oid")
+        + f" WHERE {_managed('pg_class', 'c.oid')}"
+    )
+
 
 # View options (check option, security barrier/invoker) are in `relations`.
 _VIEWS = _lines(
@@ -611,7 +675,7 @@ def sections(major: int) -> dict[str, str]:
         "relations": _RELATIONS,
         "columns": _columns(major),
         "constraints": _CONSTRAINTS,
-        "indexes": _INDEXES,
+        "indexes": _indexes(major),
         "views": _VIEWS,
         "functions": _FUNCTIONS,
         "triggers": _TRIGGERS,
