@@ -4,19 +4,27 @@
     .venv/bin/python bench/fingerprint_bench.py --smoke    # seconds; what .ci/run checks
 
 Prints Markdown tables: medians of several runs, the ratio, and whether each tool gave the same
-hash on every run (pg_dump's output carries a random \\restrict key on recent versions).
+hash on every run (pg_dump's output carries a random \\restrict key on recent versions). Beside
+the wall-clock time, the CPU-seconds each tool used, client and server together (read from
+/proc: the fingerprint's backend; pg_dump's backend, reaped by the postmaster): on a loaded
+machine the wall clock measures the load as much as the tool, the CPU-seconds much less. The
+load average at the start and at the end says how loaded the machine was.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import platform
+import resource
 import statistics
 import subprocess
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 import psycopg
 
@@ -31,6 +39,11 @@ TABLE = (
 )
 FOREIGN_KEY = (
     "ALTER TABLE t{i} ADD CONSTRAINT t{i}_parent_fk FOREIGN KEY (parent) REFERENCES t{parent} (id);"
+)
+# Client backends other than the fingerprint's own: pg_dump's, until it has ended.
+DUMP_BACKENDS = (
+    "SELECT count(*) FROM pg_stat_activity"
+    " WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()"
 )
 BATCH = 500  # statements per transaction: each table's locks are held until commit
 
@@ -54,13 +67,36 @@ ANALYZE customers, orders;
 """
 
 
-def timed(action: Callable[[], str], runs: int) -> tuple[float, set[str]]:
-    durations, results = [], set()
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU of a process and of the children it has reaped (/proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return sum(int(ticks) for ticks in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu_seconds(who: int) -> float:
+    usage = resource.getrusage(who)
+    return usage.ru_utime + usage.ru_stime
+
+
+@dataclass
+class Timing:
+    wall: float  # median seconds
+    cpu: float  # median CPU-seconds, client and server
+    results: set[str]
+
+
+def timed(action: Callable[[], str], cpu: Callable[[], float], runs: int) -> Timing:
+    durations, cpus, results = [], [], set()
     for _ in range(runs):
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), cpu()
         results.add(action())
         durations.append(time.perf_counter() - started)
-    return statistics.median(durations), results
+        cpus.append(cpu() - cpu_started)
+    return Timing(statistics.median(durations), statistics.median(cpus), results)
+
+
+def load() -> str:
+    return " / ".join(f"{average:.1f}" for average in os.getloadavg())
 
 
 def main() -> None:
@@ -75,11 +111,14 @@ def main() -> None:
         args.tables, args.fks, args.rows, args.runs = 200, 100, 100_000, 2
     # pg_dump locks every table it dumps in one transaction: room for 10,000 of them.
     server = LocalPostgres(settings={"max_locks_per_transaction": "1024"})
+    load_at_start = load()
     with server as pg, psycopg.connect(pg.url(), autocommit=True) as conn:
         started = time.perf_counter()
         build_catalog(conn, args.tables, args.fks)
         setup = time.perf_counter() - started
         dsn, env = client_env(pg.url())
+        backend = conn.info.backend_pid
+        postmaster = int((pg.datadir / "postmaster.pid").read_text().split()[0])
 
         def ours() -> str:
             return fingerprint(conn, "migrate_safe").hash
@@ -89,35 +128,51 @@ def main() -> None:
                 [pg.bin("pg_dump"), "--schema-only", "--dbname", dsn],
                 env=env, capture_output=True, check=True,
             )  # fmt: skip
+            # Its backend's CPU counts once the postmaster has reaped it: wait for it to end.
+            while conn.execute(DUMP_BACKENDS).fetchone() != (0,):
+                pass
             return hashlib.sha256(dump.stdout).hexdigest()
 
         server_major = conn.info.server_version // 10000
-        ours_time, ours_hashes = timed(ours, args.runs)
-        dump_time, dump_hashes = timed(pg_dump, args.runs)
+        mine = timed(
+            ours, lambda: cpu_seconds(backend) + own_cpu_seconds(resource.RUSAGE_SELF), args.runs
+        )
+        dump = timed(
+            pg_dump,
+            lambda: cpu_seconds(postmaster) + own_cpu_seconds(resource.RUSAGE_CHILDREN),
+            args.runs,
+        )
         conn.execute(ORPHANS % {"rows": args.rows, "parents": max(1, args.rows // 10)})
-        orphan_time, orphan_counts = timed(
-            lambda: str(count_orphans(conn, "orders", "orders_customer_fk")), args.runs
+        orphans = timed(
+            lambda: str(count_orphans(conn, "orders", "orders_customer_fk")),
+            lambda: cpu_seconds(backend),
+            args.runs,
         )
     print(
-        f"## Fingerprint at scale — {datetime.now(UTC):%Y-%m-%d}, {platform.machine()}, "
+        f"## Fingerprint at scale — {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.machine()}, "
         f"PostgreSQL {server_major}, {args.runs} runs, medians"
     )
     print()
     print(f"Catalog: {args.tables:,} tables, {args.fks:,} foreign keys (built in {setup:.1f} s).")
+    print(f"Load average (1 / 5 / 15 min): {load_at_start} at the start, {load()} at the end.")
     print()
-    print("| tool | median s | same hash every run | ratio to migrate-safe |")
-    print("|---|---:|---|---:|")
-    print(f"| migrate-safe fingerprint | {ours_time:.3f} | {len(ours_hashes) == 1} | 1.0× |")
+    print("| tool | median s | same hash every run | ratio to migrate-safe | CPU s | CPU ratio |")
+    print("|---|---:|---|---:|---:|---:|")
     print(
-        f"| pg_dump --schema-only \\| sha256sum | {dump_time:.3f} | {len(dump_hashes) == 1} "
-        f"| {dump_time / ours_time:.1f}× slower |"
+        f"| migrate-safe fingerprint | {mine.wall:.3f} | {len(mine.results) == 1} | 1.0× "
+        f"| {mine.cpu:.2f} | 1.0× |"
+    )
+    print(
+        f"| pg_dump --schema-only \\| sha256sum | {dump.wall:.3f} | {len(dump.results) == 1} "
+        f"| {dump.wall / mine.wall:.1f}× slower | {dump.cpu:.2f} "
+        f"| {dump.cpu / mine.cpu:.1f}× more |"
     )
     print()
     print("## Postflight orphan scan (one anti-join behind a NOT VALID foreign key)")
     print()
-    print("| rows | orphans found | median s |")
-    print("|---:|---:|---:|")
-    print(f"| {args.rows:,} | {orphan_counts.pop()} | {orphan_time:.3f} |")
+    print("| rows | orphans found | median s | server CPU s |")
+    print("|---:|---:|---:|---:|")
+    print(f"| {args.rows:,} | {orphans.results.pop()} | {orphans.wall:.3f} | {orphans.cpu:.2f} |")
 
 
 if __name__ == "__main__":
