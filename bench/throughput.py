@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import re
 import subprocess
 import sys
@@ -376,8 +377,13 @@ def main() -> None:
         print("Wall time of one process applying every migration to a fresh database, process")
         print("start included; medians; the ratio is to psql applying each file in its own")
         print("transaction.")
+        load_before = os.getloadavg()[0]
         results.append((small, measure_part(pg, admin, chosen, small, args.runs)))
-        print_part(small, results[-1][1], args.runs, "")  # now: part 2 may take long
+        # A shared machine's run queue slows a tool that needs the CPU between round trips
+        # more than psql: the load says how far to trust the ratios. Printed now: part 2 may
+        # take long.
+        load = f"1-minute load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after"
+        print_part(small, results[-1][1], args.runs, f"{load}, {os.cpu_count()} cores")
         trips = round_trips_per_migration(pg, admin)
         print(
             f"Round trips per one-statement migration (libpq protocol trace of migrate-safe's "

@@ -135,7 +135,8 @@ class _Unit:
     direction: str  # "up" or "down"
     script: Script
     mark_dirty: Callable[[], None]  # no-transaction scripts: before the first statement
-    record_done: Callable[[int], None]  # with the duration; inside the script's transaction
+    # With the duration and the history row to write with it; inside the script's transaction.
+    record_done: Callable[[int, HistoryEntry], None]
     failure: type[MigrateSafeError]
 
     @property
@@ -153,19 +154,17 @@ class Engine:
         self.report = report
 
     def apply(self, migration: Migration) -> MigrationRun:
-        def record(state: str) -> Callable[[int | None], None]:
-            return lambda ms: self.ledger.upsert(
-                migration, state=state, run_id=self.report.run_id, duration_ms=ms
-            )
-
+        run_id = self.report.run_id
         return self._run(
             _Unit(
                 migration.version,
                 migration.name,
                 "up",
                 migration.up,
-                mark_dirty=lambda: record("dirty")(None),
-                record_done=record("applied"),
+                mark_dirty=lambda: self.ledger.upsert(migration, state="dirty", run_id=run_id),
+                record_done=lambda ms, entry: self.ledger.upsert(
+                    migration, state="applied", run_id=run_id, duration_ms=ms, history=entry
+                ),
                 failure=MigrationFailed,
             )
         )
@@ -179,7 +178,7 @@ class Engine:
                 "down",
                 step.down,
                 mark_dirty=lambda: self.ledger.set_state(version, "dirty"),
-                record_done=lambda _ms: self.ledger.delete(version),
+                record_done=lambda _ms, entry: self.ledger.delete(version, history=entry),
                 failure=RollbackFailed,
             )
         )
@@ -224,8 +223,8 @@ class Engine:
                     for statement in statements:
                         self._execute(unit.script, statement, in_transaction=True)
                     with _pipelined(self.conn):
-                        unit.record_done(_millis(started))
-                        self._history(unit, "succeeded", attempt=attempt)
+                        done = self._entry(unit, "succeeded", attempt=attempt)
+                        unit.record_done(_millis(started), done)
                         self.conn.execute("COMMIT")
                 return attempt
             except StatementFailed as failed:
@@ -256,8 +255,9 @@ class Engine:
         with self._committed_in_one_round_trip():
             self.conn.execute("RESET lock_timeout")
             self.conn.execute("RESET statement_timeout")
-            unit.record_done(_millis(started))
-            self._history(unit, "succeeded", attempt=most_attempts)
+            unit.record_done(
+                _millis(started), self._entry(unit, "succeeded", attempt=most_attempts)
+            )
         return most_attempts
 
     @contextmanager
@@ -314,10 +314,20 @@ class Engine:
         )
 
     def _execute(self, script: Script, statement: Statement, *, in_transaction: bool) -> None:
+        # psycopg forgets every statement it prepared (and makes the server do the same) after
+        # an ALTER or DROP passes through its statement cache: one in a file would leave the
+        # engine's own constant queries parsed and planned afresh for every migration. A
+        # migration's statements run once, so they stay out of that cache; none of our
+        # prepared queries returns a table's columns (whose change would break a prepared
+        # statement), and the server replans them when a migration changes what they read.
+        threshold = self.conn.prepare_threshold
+        self.conn.prepare_threshold = None
         try:
             self.conn.execute(statement.sql.encode())
         except psycopg.Error as error:
             raise StatementFailed(script, statement, error) from None
+        finally:
+            self.conn.prepare_threshold = threshold
         # psycopg tracks the server's transaction status without a round trip.
         status = self.conn.info.transaction_status
         if in_transaction and status != TransactionStatus.INTRANS:
@@ -407,17 +417,28 @@ class Engine:
     ) -> None:
         """History rows of failed attempts are written after the rollback, in autocommit."""
         self.ledger.append_history(
-            HistoryEntry(
-                run_id=self.report.run_id,
-                direction=unit.direction,
-                outcome=outcome,
-                started_at=self.report.started_at,
-                version=unit.version,
-                name=unit.name,
-                attempt=attempt,
-                sqlstate=sqlstate,
-                error=error,
-            )
+            self._entry(unit, outcome, attempt=attempt, sqlstate=sqlstate, error=error)
+        )
+
+    def _entry(
+        self,
+        unit: _Unit,
+        outcome: str,
+        *,
+        attempt: int,
+        sqlstate: str | None = None,
+        error: str | None = None,
+    ) -> HistoryEntry:
+        return HistoryEntry(
+            run_id=self.report.run_id,
+            direction=unit.direction,
+            outcome=outcome,
+            started_at=self.report.started_at,
+            version=unit.version,
+            name=unit.name,
+            attempt=attempt,
+            sqlstate=sqlstate,
+            error=error,
         )
 
     # --- rehearsal -----------------------------------------------------------------------

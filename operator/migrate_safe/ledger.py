@@ -285,33 +285,29 @@ class Ledger:
         return LedgerSnapshot(True, applied, int(str(history_rows)))
 
     def upsert(
-        self, migration: Migration, *, state: str, run_id: str, duration_ms: int | None = None
+        self,
+        migration: Migration,
+        *,
+        state: str,
+        run_id: str,
+        duration_ms: int | None = None,
+        history: HistoryEntry | None = None,
     ) -> None:
-        """Record a version with its down SQL, so a rollback never depends on the source."""
+        """Record a version with its down SQL, so a rollback never depends on the source; with
+        `history`, its history row in the same statement."""
         down: Script | None = migration.down
-        self.conn.execute(
-            self._q(
-                "INSERT INTO {schema}.applied (version, name, checksum, down_sql, down_checksum,"
-                " no_transaction, state, duration_ms, run_id)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
-                " ON CONFLICT (version) DO UPDATE SET name = excluded.name,"
-                " checksum = excluded.checksum, down_sql = excluded.down_sql,"
-                " down_checksum = excluded.down_checksum, no_transaction = excluded.no_transaction,"
-                " state = excluded.state, duration_ms = excluded.duration_ms,"
-                " applied_at = now(), applied_by = current_user, run_id = excluded.run_id"
-            ),
-            [
-                migration.version,
-                migration.name,
-                migration.up.checksum,
-                down.text if down else None,
-                down.checksum if down else None,
-                migration.up.directives.no_transaction,
-                state,
-                duration_ms,
-                run_id,
-            ],
-        )
+        params = [
+            migration.version,
+            migration.name,
+            migration.up.checksum,
+            down.text if down else None,
+            down.checksum if down else None,
+            migration.up.directives.no_transaction,
+            state,
+            duration_ms,
+            run_id,
+        ]
+        self._change_applied(_UPSERT, params, history)
 
     def set_progress(self, version: int, statements_done: int) -> None:
         self.conn.execute(
@@ -337,34 +333,28 @@ class Ledger:
             [checksum, down.text if down else None, down.checksum if down else None, version],
         )
 
-    def delete(self, version: int) -> None:
-        self.conn.execute(self._q("DELETE FROM {schema}.applied WHERE version = %s"), [version])
+    def delete(self, version: int, *, history: HistoryEntry | None = None) -> None:
+        """Forget a version; with `history`, write its history row in the same statement."""
+        self._change_applied("DELETE FROM {schema}.applied WHERE version = %s", [version], history)
+
+    def _change_applied(
+        self, change: str, params: list[object], history: HistoryEntry | None
+    ) -> None:
+        """One change of the applied table, and with `history` its history row in the same
+        statement (a data-modifying WITH): the engine writes both for every migration, and one
+        statement is one parse, plan and execution for the server instead of two."""
+        if history is None:
+            self.conn.execute(self._q(change), params)
+            return
+        self.conn.execute(
+            self._q(f"WITH change AS ({change}) {_APPEND_HISTORY}"),
+            [*params, *_history_params(history)],
+        )
 
     # --- history ----------------------------------------------------------------------
 
     def append_history(self, entry: HistoryEntry) -> None:
-        self.conn.execute(
-            self._q(
-                "INSERT INTO {schema}.history (run_id, version, name, direction, outcome, attempt,"
-                " sqlstate, error, started_at, duration_ms, tool_version, details, fingerprint)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s)"
-            ),
-            [
-                entry.run_id,
-                entry.version,
-                entry.name,
-                entry.direction,
-                entry.outcome,
-                entry.attempt,
-                entry.sqlstate,
-                entry.error,
-                entry.started_at,
-                entry.duration_ms,
-                __version__,
-                entry.details,
-                entry.fingerprint,
-            ],
-        )
+        self.conn.execute(self._q(_APPEND_HISTORY), _history_params(entry))
 
     def last_fingerprint(self) -> tuple[str, str] | None:
         """The fingerprint recorded by the last successful run, and that run's id."""
@@ -413,6 +403,41 @@ class Ledger:
                 f"golang-migrate's {table} is dirty at {row.version}; fix it first"
             )
         return row.version
+
+
+_UPSERT = (
+    "INSERT INTO {schema}.applied (version, name, checksum, down_sql, down_checksum,"
+    " no_transaction, state, duration_ms, run_id)"
+    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+    " ON CONFLICT (version) DO UPDATE SET name = excluded.name,"
+    " checksum = excluded.checksum, down_sql = excluded.down_sql,"
+    " down_checksum = excluded.down_checksum, no_transaction = excluded.no_transaction,"
+    " state = excluded.state, duration_ms = excluded.duration_ms,"
+    " applied_at = now(), applied_by = current_user, run_id = excluded.run_id"
+)
+_APPEND_HISTORY = (
+    "INSERT INTO {schema}.history (run_id, version, name, direction, outcome, attempt,"
+    " sqlstate, error, started_at, duration_ms, tool_version, details, fingerprint)"
+    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s)"
+)
+
+
+def _history_params(entry: HistoryEntry) -> list[object]:
+    return [
+        entry.run_id,
+        entry.version,
+        entry.name,
+        entry.direction,
+        entry.outcome,
+        entry.attempt,
+        entry.sqlstate,
+        entry.error,
+        entry.started_at,
+        entry.duration_ms,
+        __version__,
+        entry.details,
+        entry.fingerprint,
+    ]
 
 
 def _scalar(

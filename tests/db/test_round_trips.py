@@ -39,11 +39,13 @@ STEPS = [
 ]
 
 
-def round_trips_of_each(db: Database, tmp_path: Path) -> list[int]:
-    """Apply STEPS one by one on a traced connection; the round trips each one cost."""
+def round_trips_of_each(
+    db: Database, tmp_path: Path, steps: list[tuple[str, str]] = STEPS
+) -> list[int]:
+    """Apply the steps one by one on a traced connection; the round trips each one cost."""
     directory = tmp_path / "migrations"
     directory.mkdir()
-    for version, (up, down) in enumerate(STEPS, start=1):
+    for version, (up, down) in enumerate(steps, start=1):
         (directory / f"{version}_step.up.sql").write_text(up)
         (directory / f"{version}_step.down.sql").write_text(down)
     migrations = scan_directory(directory).migrations()
@@ -77,3 +79,23 @@ def test_a_migration_costs_one_round_trip_per_statement_plus_two(
     history = db.rows("SELECT version, outcome FROM migrate_safe.history ORDER BY id")
     # The no-transaction migration's row says it started before it ran, then that it ended.
     assert history == [(v, "succeeded") for v in range(1, 6)] + [(6, "started"), (6, "succeeded")]
+
+
+def test_alter_and_drop_in_migrations_leave_the_engine_s_queries_prepared(
+    db: Database, tmp_path: Path
+) -> None:
+    # psycopg drops every prepared statement after an ALTER or DROP it runs; the engine keeps
+    # migrations' statements out of that cache, so its own queries stay prepared on the server
+    # (parsed and planned once per run) and no migration pays a round trip for DEALLOCATE.
+    steps = [
+        step
+        for n in range(6)
+        for step in (
+            (f"CREATE TABLE t{n} (id int);", f"DROP TABLE t{n};"),
+            (f"ALTER TABLE t{n} ADD COLUMN c int;", f"ALTER TABLE t{n} DROP COLUMN c;"),
+            (f"DROP TABLE t{n};", f"CREATE TABLE t{n} (id int, c int);"),
+        )
+    ]
+    assert round_trips_of_each(db, tmp_path, steps) == [3] * len(steps)
+    # Nor did psycopg ever tell the server to forget them.
+    assert "DEALLOCATE" not in (tmp_path / "trace.txt").read_text()
