@@ -253,6 +253,21 @@ class BackupJob:
         return str(wal_lsn), name
 
     def _dump(self, pg_dump: str, path: Path) -> None:
+        try:
+            self._run_dump(pg_dump, path)
+        except BackupFailed as error:
+            raise BackupFailed(self._dump_problem(str(error))) from None
+
+    def _dump_problem(self, message: str) -> str:
+        """pg_dump's failure as the user acts on it: a lock it gave up on names the flag."""
+        if "LOCK TABLE" in message and "timeout" in message:
+            return (
+                f"backup: a table stayed locked by another session for {self.lock_wait:g}s "
+                f"(--backup-lock-wait); nothing was applied: {message}"
+            )
+        return f"backup: {message}; nothing was applied"
+
+    def _run_dump(self, pg_dump: str, path: Path) -> None:
         dsn, env = client_env(self.dsn)
         # A dump queued behind another session's lock would wait forever; give up instead.
         common = ["--dbname", dsn, f"--lock-wait-timeout={round(self.lock_wait * 1000)}"]

@@ -9,7 +9,6 @@ import os
 import stat
 import subprocess
 import threading
-import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, tzinfo
 from pathlib import Path
@@ -111,21 +110,26 @@ def test_apply_takes_a_backup_first_and_a_failed_dump_applies_nothing(
     applied = cli("apply", "--to", "2", "--json")
     assert applied.returncode == 0, applied.stderr
     assert json.loads(applied.stdout)["backup"]["ledger_version"] is None
-    ready = threading.Event()
+    ready, release = threading.Event(), threading.Event()
 
     def hold() -> None:
+        # Held until the apply has given up, however slow the machine is.
         with db.connect() as conn, conn.transaction():
             conn.execute("LOCK TABLE customers IN ACCESS EXCLUSIVE MODE")
             ready.set()
-            time.sleep(3)
+            release.wait(120)
 
     holder = threading.Thread(target=hold)
     holder.start()
-    ready.wait(5)
-    refused = cli("apply", "--backup-lock-wait", "1s", "--skip-preflight")
-    holder.join()
+    assert ready.wait(30)
+    try:
+        refused = cli("apply", "--backup-lock-wait", "1s", "--skip-preflight")
+    finally:
+        release.set()
+        holder.join()
     assert refused.returncode == 1
-    assert "backup" in refused.stderr and "nothing was applied" in refused.stderr
+    assert "backup: a table stayed locked by another session for 1s" in refused.stderr
+    assert "(--backup-lock-wait); nothing was applied" in refused.stderr
     assert db.scalar("SELECT max(version) FROM migrate_safe.applied") == 2
 
 
