@@ -22,7 +22,7 @@ from typing import NoReturn
 import psycopg
 
 from migrate_safe import __version__
-from migrate_safe.commands import adopt, ci, demo, phase_jobs, pipeline, reading, rollback, wait
+from migrate_safe.commands import adopt, demo, phase_jobs, pipeline, reading, rollback, wait
 from migrate_safe.config import (
     DEFAULT_LEDGER_SCHEMA,
     DEFAULT_LOG_DIR,
@@ -591,6 +591,8 @@ def _verify(args: argparse.Namespace) -> Command:
         slow_migration_seconds=args.slow_migration_seconds,
         setup=tuple(args.setup or ()),
     )
+    from migrate_safe.commands import ci  # the linter and verifier load only for their commands
+
     return partial(ci.verify, options)
 
 
@@ -603,6 +605,8 @@ def _lint(args: argparse.Namespace) -> Command:
         strict=args.strict,
         harness_timeouts=not args.no_harness_timeouts,
     )
+    from migrate_safe.commands import ci
+
     return partial(ci.lint, options)
 
 

@@ -17,7 +17,7 @@ from typing import Any
 from migrate_safe.backup import Manifest
 from migrate_safe.fingerprint import Fingerprint, SectionDiff
 from migrate_safe.ledger import AppliedRow
-from migrate_safe.lint import Finding, summary
+from migrate_safe.lint import Finding
 from migrate_safe.locks import HeldLock
 from migrate_safe.plan import ChecksumMismatch, LedgerState
 from migrate_safe.results import (
@@ -285,6 +285,10 @@ class LintReport:
     overridden_by_force: bool = False
 
     def to_json(self) -> JsonObject:
+        # Here, not at the top: the summary's module loads the rules, which a run without lint
+        # findings (apply --skip-preflight, status) never needs.
+        from migrate_safe.lint import summary
+
         document: JsonObject = {}
         if self.pg_version is not None:
             document["pg_version"] = self.pg_version

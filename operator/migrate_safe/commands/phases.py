@@ -22,16 +22,7 @@ from migrate_safe.engine import Engine
 from migrate_safe.errors import PostflightFailed, PreflightFailed
 from migrate_safe.fingerprint import fingerprint
 from migrate_safe.ledger import HistoryEntry, Ledger
-from migrate_safe.lint import (
-    Finding,
-    LintConfig,
-    Severity,
-    lint_down_scripts,
-    lint_migrations,
-    refusal,
-    relations_to_look_up,
-    summary,
-)
+from migrate_safe.lint import Finding, LintConfig, Severity
 from migrate_safe.options import PhaseOptions
 from migrate_safe.outcome import (
     BackupTaken,
@@ -72,6 +63,9 @@ def lint_pending(
     built and the tables as the catalog has them now (new, empty, small or absent tables
     make findings that only bite with rows info). Down files do not run here: they are
     linted before a rollback (`lint_rollback`)."""
+    # The runner loads every rule: imported when a run lints, not when it starts.
+    from migrate_safe.lint import lint_migrations, relations_to_look_up
+
     applied = state.applied_versions
     history = [m for m in state.source.migrations if m.version in applied]
     tables = table_facts(ledger.conn, relations_to_look_up(m.up.text for m in pending))
@@ -89,6 +83,8 @@ def lint_downs(ledger: Ledger, steps: list[RollbackStep], config: LintConfig) ->
     """Findings for the down scripts of a rollback, judged against the tables as they are."""
     if not steps:
         return []
+    from migrate_safe.lint import lint_down_scripts, relations_to_look_up
+
     downs = [step.down for step in steps]
     tables = table_facts(ledger.conn, relations_to_look_up(d.text for d in downs))
     return lint_down_scripts(
@@ -108,6 +104,8 @@ def lint_rollback(
     """Lint the down scripts a rollback is about to run, in its order, against the tables as
     they are now; refuse (exit 1, nothing rolled back) while an error remains, unless
     `enforce` is False (`rollback --force`: reported, not fatal)."""
+    from migrate_safe.lint import refusal, summary
+
     findings = lint_downs(ledger, steps, config)
     run.lint = LintReport(findings)
     counts = summary(findings)

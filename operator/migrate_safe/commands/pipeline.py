@@ -15,7 +15,7 @@ from migrate_safe.commands.phases import (
 from migrate_safe.config import Settings
 from migrate_safe.engine import Engine
 from migrate_safe.errors import MigrationFailed
-from migrate_safe.lint import Finding, summary
+from migrate_safe.lint import Finding
 from migrate_safe.locks import strongest
 from migrate_safe.options import PhaseOptions, PipelineOptions, Steps, phase_options
 from migrate_safe.outcome import RehearsedMigration, RunReport, RunTarget
@@ -90,6 +90,8 @@ def _published_plan(
 ) -> PublishedPlan:
     """What Plan mode publishes: the hash to approve, each migration with the strongest
     lock it took in the rehearsal, and the lint counts."""
+    from migrate_safe.lint import summary  # its module loads the linter, which apply skips
+
     rehearsed = {entry.version: entry for entry in run.rehearsal or []}
     assert run.target is not None  # set before the rehearsal starts
 

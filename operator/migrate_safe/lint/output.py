@@ -7,6 +7,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+import migrate_safe.lint.rules  # noqa: F401  (importing the rules fills RULES)
 from migrate_safe import __version__
 from migrate_safe.lint.model import Finding, Rule, Severity
 from migrate_safe.lint.registry import RULES

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from pglast.parser import ParseError, scan
 
+import migrate_safe.lint.rules  # noqa: F401  (importing the rules fills RULES)
 from migrate_safe.lint.config import LintConfig
 from migrate_safe.lint.judge import SIZE_LIMIT_NOTE
 from migrate_safe.lint.model import Finding
