@@ -72,7 +72,7 @@ class StatementFailed(Exception):
         position = self.error.diag.statement_position
         if not position or not position.isdigit():
             return self.statement.line
-        return self.statement.line + self.statement.sql.count("\n", 0, int(position) - 1)
+        return self.statement.line + self.statement.newlines_before(int(position) - 1)
 
     def report(self) -> StatementError:
         diag = self.error.diag
@@ -83,15 +83,23 @@ class StatementFailed(Exception):
             message=diag.message_primary or str(self.error).strip(),
             detail=diag.message_detail,
             hint=diag.message_hint,
-            statement=_shorten(self.statement.sql),
+            statement=_shorten(self.statement),
         )
 
     def describe(self) -> str:
         return self.report().describe()
 
 
-def _shorten(text: str, limit: int = 300) -> str:
-    flat = " ".join(text.split())
+def _shorten(statement: Statement, limit: int = 300) -> str:
+    """The statement on one line, cut to `limit` characters; read from a head long enough
+    to fill them, so a 20 MiB statement is not copied whole for its error message."""
+    head_length = limit * 4
+    while True:
+        head = statement.head(head_length)
+        flat = " ".join(head.split())
+        if len(flat) > limit or len(head) < head_length:
+            break
+        head_length *= 4
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
@@ -519,7 +527,7 @@ class Engine:
             done.append(
                 RehearsedStatement(
                     line=statement.line,
-                    sql=_shorten(statement.sql, 160),
+                    sql=_shorten(statement, 160),
                     duration_ms=_millis(started),
                     locks=sorted(taken),
                     already_held=held,

@@ -36,6 +36,18 @@ class Statement:
             return self.source
         return self.source[self.start : self.end]
 
+    @property
+    def _stop(self) -> int:
+        return len(self.source) if self.end is None else self.end
+
+    def head(self, length: int) -> str:
+        """The statement's first `length` characters, without cutting out the rest."""
+        return self.source[self.start : min(self._stop, self.start + length)]
+
+    def newlines_before(self, offset: int) -> int:
+        """How many line breaks the statement has before its `offset`-th character."""
+        return self.source.count("\n", self.start, min(self._stop, self.start + offset))
+
 
 @dataclass(frozen=True)
 class SqlSyntaxError(Exception):
@@ -371,6 +383,7 @@ _KEYWORDS = {
     TransactionStmtKind.TRANS_STMT_COMMIT_PREPARED: "COMMIT PREPARED",
     TransactionStmtKind.TRANS_STMT_ROLLBACK_PREPARED: "ROLLBACK PREPARED",
 }
+_LONGEST_KEYWORD = len("savepoint") + 1  # and the character after it, for \b
 _OPENING = {TransactionStmtKind.TRANS_STMT_BEGIN, TransactionStmtKind.TRANS_STMT_START}
 
 
@@ -397,7 +410,7 @@ class TransactionControl:
 
 def transaction_control(statement: Statement) -> TransactionControl | None:
     """The statement's transaction control, or None for every other statement."""
-    if not _CONTROL_KEYWORD.match(statement.sql):
+    if not _CONTROL_KEYWORD.match(statement.head(_LONGEST_KEYWORD)):
         return None
     try:
         tree = parse_sql(statement.sql)
