@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import threading
-import time
+from collections.abc import Callable
 
 import pytest
 
@@ -92,11 +92,41 @@ def test_failing_migration_rolls_back_completely_and_history_keeps_the_error(
     assert report["error"]["details"]["sqlstate"] == "42P01"
 
 
-def hold_lock(db: Database, table: str, seconds: float, ready: threading.Event) -> None:
+def hold_lock(db: Database, table: str, ready: threading.Event, until: Callable[[], bool]) -> None:
+    """Hold `table` until `until()` holds: let go on what the server shows of the apply,
+    never after a fixed time that a slow machine could outlast."""
     with db.connect(application_name="long-reader") as conn, conn.transaction():
         conn.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
         ready.set()
-        time.sleep(seconds)
+        wait_for(until, timeout=120)
+
+
+def lock_waits(db: Database, count: int) -> Callable[[], bool]:
+    """True once the apply's statements have queued for a lock `count` separate times."""
+    seen: set[object] = set()
+
+    def waited() -> bool:
+        seen.update(
+            row[0]
+            for row in db.rows(
+                "SELECT query_start FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                " AND application_name LIKE 'migrate-safe/%'"
+            )
+        )
+        return len(seen) >= count
+
+    return waited
+
+
+def quiet_waiting(db: Database) -> Callable[[], bool]:
+    """True once the apply, having found the long holder, rolled back to wait outside a
+    transaction."""
+    return lambda: bool(
+        db.scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE query = 'ROLLBACK'"
+            " AND application_name LIKE 'migrate-safe/%'"
+        )
+    )
 
 
 def test_lock_timeout_is_retried_with_escalation_until_the_lock_is_free(
@@ -110,7 +140,7 @@ def test_lock_timeout_is_retried_with_escalation_until_the_lock_is_free(
         "ALTER TABLE accounts DROP COLUMN note;",
     )
     ready = threading.Event()
-    holder = threading.Thread(target=hold_lock, args=(db, "accounts", 2.0, ready))
+    holder = threading.Thread(target=hold_lock, args=(db, "accounts", ready, lock_waits(db, 3)))
     holder.start()
     ready.wait(10)
     done = cli(
@@ -136,16 +166,19 @@ def test_lock_timeout_is_retried_with_escalation_until_the_lock_is_free(
 def test_lock_timeout_retries_are_bounded_then_exit_2(cli: Cli, db: Database) -> None:
     db.execute("CREATE TABLE accounts (id int)")
     cli.write(1, "add_note", "ALTER TABLE accounts ADD COLUMN note text;", "SELECT 1;")
-    ready = threading.Event()
-    holder = threading.Thread(target=hold_lock, args=(db, "accounts", 4.0, ready))
+    ready, finished = threading.Event(), threading.Event()
+    holder = threading.Thread(target=hold_lock, args=(db, "accounts", ready, finished.is_set))
     holder.start()
     ready.wait(10)
-    done = cli(
-        "apply", "--no-backup", "--lock-timeout", "100ms", "--lock-timeout-max", "200ms",
-        "--lock-retries", "2",
-        "--retry-backoff", "50ms", "--quiet-wait", "0",
-    )  # fmt: skip
-    holder.join()
+    try:
+        done = cli(
+            "apply", "--no-backup", "--lock-timeout", "100ms", "--lock-timeout-max", "200ms",
+            "--lock-retries", "2",
+            "--retry-backoff", "50ms", "--quiet-wait", "0",
+        )  # fmt: skip
+    finally:
+        finished.set()
+        holder.join()
     assert done.returncode == 2
     assert "failed after 3 attempts" in done.stderr
     assert "55P03" in done.stderr
@@ -168,7 +201,7 @@ def test_apply_waits_for_a_long_transaction_on_a_touched_table_before_queueing(
     db.execute("CREATE TABLE accounts (id int)")
     cli.write(1, "add_note", "ALTER TABLE accounts ADD COLUMN note text;", "SELECT 1;")
     ready = threading.Event()
-    holder = threading.Thread(target=hold_lock, args=(db, "accounts", 2.5, ready))
+    holder = threading.Thread(target=hold_lock, args=(db, "accounts", ready, quiet_waiting(db)))
     holder.start()
     ready.wait(10)
     # The holder's transaction must be older than the first lock_timeout (500ms) to count.
