@@ -109,25 +109,28 @@ def test_a_down_file_with_transaction_control_is_refused_before_the_rollback(
 def test_a_wrapped_file_still_runs_under_the_lock_timeout(cli: Cli, db: Database) -> None:
     db.execute("CREATE TABLE accounts (id int)")
     cli.write(1, "note", "BEGIN;\nALTER TABLE accounts ADD COLUMN note text;\nCOMMIT;", "SELECT 1;")
-    ready = threading.Event()
-    holder = threading.Thread(target=hold_lock, args=(db, "accounts", 8.0, ready))
+    ready, finished = threading.Event(), threading.Event()
+    holder = threading.Thread(target=hold_lock, args=(db, "accounts", ready, finished.is_set))
     holder.start()
-    ready.wait(10)
+    assert ready.wait(30)
     started = time.monotonic()
-    done = cli(
-        "apply",
-        "--no-backup",
-        "--lock-timeout",
-        "200ms",
-        "--lock-timeout-max",
-        "200ms",
-        "--lock-retries",
-        "0",
-        "--quiet-wait",
-        "0",
-    )
-    waited = time.monotonic() - started
-    holder.join()
+    try:
+        done = cli(
+            "apply",
+            "--no-backup",
+            "--lock-timeout",
+            "200ms",
+            "--lock-timeout-max",
+            "200ms",
+            "--lock-retries",
+            "0",
+            "--quiet-wait",
+            "0",
+        )
+        waited = time.monotonic() - started
+    finally:
+        finished.set()
+        holder.join()
     assert done.returncode == 2
     assert "55P03" in done.stderr
     assert waited < 6, f"the ALTER queued {waited:.1f}s behind the lock"
