@@ -159,7 +159,7 @@ def snake(name: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
 
 
-def _hints(cls: type[Any]) -> dict[str, Any]:
+def _hints(cls: type[Any]) -> dict[str, object]:
     """A spec class's field types, resolved once: resolving the string annotations costs
     milliseconds, and every pass parses a spec."""
     if cls not in _HINTS:
@@ -167,7 +167,7 @@ def _hints(cls: type[Any]) -> dict[str, Any]:
     return _HINTS[cls]
 
 
-_HINTS: dict[type[Any], dict[str, Any]] = {}
+_HINTS: dict[type[Any], dict[str, object]] = {}
 
 
 def _parse(cls: type[Any], data: Any, where: str) -> Any:
