@@ -309,6 +309,16 @@ def carry_out(
 CONFLICT_RETRY = 0.2
 
 
+def quiet(world: World, decision: Decision) -> bool:
+    """Whether carrying the decision out leaves the API server alone (metrics only)."""
+    return not (
+        decision.delete_jobs
+        or decision.launch is not None
+        or decision.events
+        or merge_patch(world.status, decision.status)
+    )
+
+
 def _key(world: World) -> tuple[str, str]:
     return world.namespace, world.name
 

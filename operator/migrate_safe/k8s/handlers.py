@@ -26,7 +26,7 @@ from migrate_safe.k8s import actions, jobs, metrics
 from migrate_safe.k8s.actions import GROUP, KIND, PLURAL, VERSION, plain
 from migrate_safe.k8s.controller import Controller, Key
 from migrate_safe.k8s.reconcile import MUTATING, World, decide
-from migrate_safe.k8s.spec import SpecError, parse_spec
+from migrate_safe.k8s.spec import DatabaseMigrationSpec, SpecError, parse_spec
 
 FORCE_DELETE = f"{GROUP}/force-delete"
 CRD_NAME = f"{PLURAL}.{GROUP}"
@@ -219,6 +219,7 @@ class Caches:
     ) -> None:
         self.resources, self.job_index, self.pod_index = resources, job_index, pod_index
         self.written: dict[Key, dict[str, Any]] = {}
+        self.specs: dict[Key, tuple[tuple[str, int], DatabaseMigrationSpec]] = {}
 
     def keys(self) -> Iterator[Key]:
         for namespace, name in list(self.resources):
@@ -228,7 +229,7 @@ class Caches:
         seen = next(iter(self.resources.get(key, [])), None)
         ours = self.written.get(key)
         if seen is None:
-            self.written.pop(key, None)
+            self.forget(key)
             return None
         if ours is not None and resource_version(ours) > resource_version(seen):
             return ours
@@ -247,8 +248,21 @@ class Caches:
     def jobs(self, namespace: str, name: str) -> dict[str, Any]:
         return actions.job_views(namespace, name, self.job_index, self.pod_index)
 
+    def spec(self, key: Key, body: Mapping[str, Any]) -> DatabaseMigrationSpec:
+        """The body's spec, parsed once per generation: the API server bumps the generation
+        with every change of the spec, and most passes follow a change of status or of a
+        child."""
+        meta = body["metadata"]
+        stamp = (str(meta["uid"]), int(meta.get("generation", 1)))
+        cached = self.specs.get(key)
+        if cached is None or cached[0] != stamp:
+            cached = (stamp, parse_spec(body.get("spec") or {}))
+            self.specs[key] = cached
+        return cached[1]
+
     def forget(self, key: Key) -> None:
         self.written.pop(key, None)
+        self.specs.pop(key, None)
 
 
 async def reconcile(caches: Caches, settings: jobs.JobSettings, key: Key) -> float | None:
@@ -258,7 +272,7 @@ async def reconcile(caches: Caches, settings: jobs.JobSettings, key: Key) -> flo
         return None
     namespace, name = key
     try:
-        spec = parse_spec(body.get("spec") or {})
+        spec = caches.spec(key, body)
     except SpecError as error:  # the installed CRD is older than this operator
         log.error("%s/%s: %s", namespace, name, error)
         return None
@@ -273,7 +287,13 @@ async def reconcile(caches: Caches, settings: jobs.JobSettings, key: Key) -> flo
         uid=str(body["metadata"]["uid"]),
     )
     decision = decide(world)
-    carried = await asyncio.to_thread(actions.carry_out, body, world, decision, settings)
+    if actions.quiet(world, decision):
+        # Nothing to send to the API server (a pass after our own write, or after a child
+        # changed in a way that changes nothing): its metrics are set here, without a hop to
+        # a worker thread, which costs more than the pass itself.
+        carried = actions.carry_out(body, world, decision, settings)
+    else:
+        carried = await asyncio.to_thread(actions.carry_out, body, world, decision, settings)
     if carried.written is not None:
         caches.written[key] = carried.written
     return carried.requeue_after
