@@ -3,9 +3,10 @@
     .venv/bin/python bench/lint_vs_squawk/stages.py [--repeat 80]
 
 Times run.py's lint run (best CPU time of the repeats, per 1,000 statements), then again with
-each stage done beforehand, in turn: the statement split, the parse into pglast's syntax
-tree, the directory scan. What remains is lint's own work (rules, schema tracking, file
-checks, suppression, sorting) and the benchmark's loop. Differences of best-of-N times:
+each stage done beforehand, in turn: the statement split, the parse into the syntax tree
+(libpg_query's JSON made into pglast's node classes), the directory scan. What remains is
+lint's own work (rules, schema tracking, file checks, suppression, sorting) and the
+benchmark's loop. Differences of best-of-N times:
 on a loaded machine a stage can come out a few ms off, or below zero.
 """
 
@@ -65,7 +66,7 @@ def main() -> int:
     print("| stage | ms per 1,000 statements |\n|---|---:|")
     print(f"| total | {total:.1f} |")
     print(f"| statement split | {total - split_done:.1f} |")
-    print(f"| parse into pglast's syntax tree | {split_done - parse_done:.1f} |")
+    print(f"| parse into the syntax tree | {split_done - parse_done:.1f} |")
     print(f"| directory scan | {parse_done - scan_done:.1f} |")
     rest = "the rest: rules, schema tracking, file checks, suppression, sorting"
     print(f"| {rest} | {scan_done:.1f} |")

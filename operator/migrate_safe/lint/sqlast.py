@@ -7,14 +7,17 @@ rules ask: which table, which column type, is this default volatile, is this `co
 
 from __future__ import annotations
 
+import json
+import keyword
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from functools import cached_property
+from enum import Enum
+from functools import cache, cached_property
 
-from pglast import ast, parse_sql
+from pglast import ast, enums, parse_sql
 from pglast.enums import AlterTableType, ConstrType, NullTestType, ObjectType
-from pglast.parser import ParseError
+from pglast.parser import Displacements, ParseError, parse_sql_json
 from pglast.visitors import Visitor
 
 from migrate_safe.lint.facts import RelationName
@@ -65,15 +68,223 @@ def parse_script(text: str) -> list[ParsedStatement]:
         try:
             # A bulk INSERT is read from its head and first row: the rules see the same
             # statement, and a 20 MiB file does not become a 20 MiB syntax tree.
-            raw_statements = parse_sql(representative(statement.sql))
+            nodes = parse_nodes(representative(statement.sql))
         except ParseError as error:  # split accepted it, the full grammar did not
             raise SqlSyntaxError(str(error.args[0]), statement.line, column) from None
         parsed += [
-            ParsedStatement(raw.stmt, statement.sql, statement.line, column, end_line)
-            for raw in raw_statements
-            if raw.stmt is not None
+            ParsedStatement(node, statement.sql, statement.line, column, end_line) for node in nodes
         ]
     return parsed
+
+
+# --- the syntax tree -------------------------------------------------------------------------
+#
+# pglast's parse_sql builds each node through a constructor that checks and coerces every
+# attribute as it is set: most of lint's parse time. libpg_query's JSON of the same parse,
+# read by json (C), gives the same tree for much less: each node is made an instance of
+# pglast's own class, so rules read it the same way, and its attributes are set as pglast sets
+# them from the C tree (defaults, enums, A_Const values, character offsets), straight into the
+# slots. Anything in the JSON this builder does not know sends the statement to parse_sql.
+# tests/unit/lint/test_syntax_tree.py proves the trees equal, attribute for attribute.
+
+
+def parse_nodes(sql: str) -> list[ast.Node]:
+    """The statements of `sql` as pglast's syntax tree nodes; raises pglast's ParseError."""
+    if not _EMPTY_QUOTE.search(sql):
+        try:
+            return _TreeBuilder(sql).statements(json.loads(parse_sql_json(sql)))
+        except (_UnknownShape, ParseError):  # parse_sql raises the same error, or builds it
+            pass
+    return [raw.stmt for raw in parse_sql(sql) if raw.stmt is not None]
+
+
+# The JSON leaves out a text field that is empty, as it does one that is NULL, and pglast tells
+# them apart (`LOCATION ''` is '', no LOCATION is None): a statement that may hold an empty
+# quoted string or name goes to parse_sql. `''` also matches a quote inside a string: safe.
+_EMPTY_QUOTE = re.compile(r"''|\"\"|\$(\w*)\$\$\1\$")
+
+
+class _UnknownShape(Exception):
+    """The JSON holds something the builder was not written for."""
+
+
+_Convert = Callable[["_TreeBuilder", object], object]
+_Set = Callable[[ast.Node, object], None]
+# A field whose JSON value is pglast's value: (JSON key, setter, value when left out).
+_PlainSlot = tuple[str, _Set, object]
+# A field pglast reads through a conversion: (JSON key, setter, conversion, value when left out).
+_ConvertedSlot = tuple[str, _Set, _Convert, object]
+
+
+@dataclass(frozen=True)
+class _NodeShape:
+    """How to make one node class from its JSON: the fields of each kind, set in that order."""
+
+    node_class: type[ast.Node]
+    plain: tuple[_PlainSlot, ...]
+    converted: tuple[_ConvertedSlot, ...]
+    keys: frozenset[str]
+
+
+_INTEGERS = frozenset(
+    {"int", "int16", "int32", "long", "Index", "AttrNumber", "AclMode", "bits32", "Oid"}
+    | {"SubTransactionId", "RelFileNumber"}
+)
+_PLAIN_DEFAULTS: dict[str, object] = {"bool": False, "char": "\x00", "char*": None} | {
+    c_type: 0 for c_type in _INTEGERS
+}
+_UNKNOWN = object()  # the default of a field the builder cannot make: left out, it falls back
+
+
+@cache
+def _shape(name: str) -> _NodeShape:
+    node_class = getattr(ast, name, None)
+    if not (isinstance(node_class, type) and issubclass(node_class, ast.Node)):
+        raise _UnknownShape(name)
+    declared = vars(node_class).get("__slots__")  # the attribute → C type map of pglast's class
+    plain: list[_PlainSlot] = []
+    converted: list[_ConvertedSlot] = []
+    for attr, info in declared.items() if isinstance(declared, dict) else ():
+        # libpg_query names the field as C does; pglast adds _ to a Python keyword (def_).
+        key = attr[:-1] if attr.endswith("_") and keyword.iskeyword(attr[:-1]) else attr
+        # The slot's own setter: no check or coercion by Node.__setattr__.
+        setter = getattr(node_class, attr).__set__
+        if info.c_type in _PLAIN_DEFAULTS:
+            plain.append((key, setter, _PLAIN_DEFAULTS[info.c_type]))
+        else:
+            converted.append((key, setter, *_conversion(info.c_type)))
+    keys = frozenset([key for key, *_ in plain] + [key for key, *_ in converted])
+    return _NodeShape(node_class, tuple(plain), tuple(converted), keys)
+
+
+def _conversion(c_type: str) -> tuple[_Convert, object]:
+    """How pglast reads a field of this C type, and its value when the JSON leaves it out."""
+    if c_type == "ParseLoc":
+        return _TreeBuilder.location, 0
+    if c_type in ("Node*", "Expr*"):
+        return _TreeBuilder.wrapped, None
+    if c_type == "List*":
+        return _TreeBuilder.items, None
+    enum = getattr(enums, c_type, None)
+    if isinstance(enum, type) and issubclass(enum, Enum):
+        return _TreeBuilder.member_of(dict(enum.__members__)), _zero(enum)
+    if c_type.endswith("*") and isinstance(getattr(ast, c_type[:-1], None), type):
+        return lambda builder, raw: builder.node(c_type[:-1], raw), None
+    return _TreeBuilder.unknown, _UNKNOWN  # not in a parse tree: planner costs, bitmaps
+
+
+def _zero(enum: type[Enum]) -> object:
+    """What pglast makes of a zero in the C struct; an enum of characters has no zero."""
+    try:
+        return enum(0)
+    except ValueError:
+        return _UNKNOWN
+
+
+# A_Const's value: the JSON key of each kind, and pglast's node for it.
+_CONSTANT_KINDS = {
+    "ival": "Integer",
+    "fval": "Float",
+    "boolval": "Boolean",
+    "sval": "String",
+    "bsval": "BitString",
+}
+
+
+class _TreeBuilder:
+    """Makes one parse's nodes; locations become character offsets into its text, as pglast's."""
+
+    def __init__(self, sql: str) -> None:
+        self._last = len(sql) - 1
+        self._characters = None if sql.isascii() else Displacements(sql)
+
+    def statements(self, tree: object) -> list[ast.Node]:
+        if not isinstance(tree, dict):
+            raise _UnknownShape(tree)
+        raws = tree.get("stmts", [])
+        return [self.node(*self._one_node(raw["stmt"])) for raw in raws if "stmt" in raw]
+
+    def node(self, name: str, fields: object) -> ast.Node:
+        if not isinstance(fields, dict):
+            raise _UnknownShape(fields)
+        if name == "A_Const":
+            return self._constant(fields)
+        shape = _shape(name)
+        if not shape.keys.issuperset(fields):
+            raise _UnknownShape(fields)
+        node = object.__new__(shape.node_class)
+        get = fields.get
+        for key, setter, default in shape.plain:
+            setter(node, get(key, default))
+        for key, setter, convert, default in shape.converted:
+            raw = get(key)
+            if raw is not None:
+                setter(node, convert(self, raw))
+            elif default is not _UNKNOWN:
+                setter(node, default)
+            else:
+                raise _UnknownShape(key)
+        return node
+
+    def wrapped(self, raw: object) -> object:
+        """A Node* field: `{"TypeName": {fields}}`, or a list as `{"List": {"items": […]}}`."""
+        name, fields = self._one_node(raw)
+        if name != "List":
+            return self.node(name, fields)
+        if not isinstance(fields, dict) or fields.keys() != {"items"}:
+            raise _UnknownShape(fields)
+        return self.items(fields["items"])
+
+    @staticmethod
+    def _one_node(raw: object) -> tuple[str, object]:
+        if not isinstance(raw, dict) or len(raw) != 1:
+            raise _UnknownShape(raw)
+        ((name, fields),) = raw.items()
+        return name, fields
+
+    def items(self, raw: object) -> tuple[object, ...]:
+        """A List* field; `{}` is a NULL item."""
+        if not isinstance(raw, list):
+            raise _UnknownShape(raw)
+        return tuple([self.wrapped(item) if item else None for item in raw])
+
+    def location(self, raw: object) -> int | None:
+        if not isinstance(raw, int):
+            raise _UnknownShape(raw)
+        if self._characters is not None:
+            return self._characters(raw)
+        return raw if 0 <= raw <= self._last else None
+
+    @staticmethod
+    def member_of(members: dict[str, Enum]) -> _Convert:
+        def member(_builder: _TreeBuilder, raw: object) -> Enum:
+            found = members.get(str(raw))
+            if found is None:
+                raise _UnknownShape(raw)
+            return found
+
+        return member
+
+    def unknown(self, raw: object) -> object:
+        raise _UnknownShape(raw)
+
+    def _constant(self, fields: dict[str, object]) -> ast.Node:
+        """pglast's A_Const: `isnull`, and `val` as a node of the constant's kind (pglast
+        keeps no location for it)."""
+        kinds = [key for key in fields if key in _CONSTANT_KINDS]
+        if not fields.keys() <= {"isnull", "location", *kinds} or len(kinds) > 1:
+            raise _UnknownShape(fields)
+        isnull = fields.get("isnull", False)
+        if isnull is True and not kinds:
+            value = None
+        elif isnull is False and kinds:
+            value = self.node(_CONSTANT_KINDS[kinds[0]], fields[kinds[0]])
+        else:
+            raise _UnknownShape(fields)
+        constant = object.__new__(ast.A_Const)
+        object.__setattr__(constant, "isnull", isnull)
+        object.__setattr__(constant, "val", value)
+        return constant
 
 
 # --- names ---------------------------------------------------------------------------------
@@ -166,12 +377,11 @@ def relations_to_look_up(texts: Iterable[str]) -> frozenset[RelationName]:
             if not _JUDGED_KEYWORD.match(statement.sql):
                 continue
             try:
-                raw_statements = parse_sql(statement.sql)
+                nodes = parse_nodes(statement.sql)
             except ParseError:
                 continue
-            for raw in raw_statements:
-                if raw.stmt is not None:
-                    found.update(judged_names(raw.stmt))
+            for node in nodes:
+                found.update(judged_names(node))
     return frozenset(found)
 
 
