@@ -32,9 +32,10 @@ from migrate_safe.fingerprint import Fingerprint, describe_diff, diff, fingerpri
 from migrate_safe.ledger import HistoryEntry, Ledger, LedgerSnapshot
 from migrate_safe.locks import (
     Blocker,
+    Timeouts,
     own_relation_locks,
     relation_names,
-    send_long_lock_holders,
+    send_timeouts_and_long_lock_holders,
     strongest,
 )
 from migrate_safe.outcome import (
@@ -389,14 +390,18 @@ class Engine:
         with _pipelined(self.conn):
             if begin:
                 self.conn.execute("BEGIN")
-            set_timeouts(
-                self.conn,
-                lock_timeout=lock_timeout,
-                statement_timeout=statement_timeout,
-                local=begin,
+            if not names:
+                set_timeouts(
+                    self.conn,
+                    lock_timeout=lock_timeout,
+                    statement_timeout=statement_timeout,
+                    local=begin,
+                )
+                return []
+            holders = send_timeouts_and_long_lock_holders(
+                self.conn, names, Timeouts(lock_timeout, statement_timeout, local=begin)
             )
-            probe = send_long_lock_holders(self.conn, names, lock_timeout) if names else None
-        return probe.fetchall() if probe is not None else []
+        return holders.fetch()
 
     def _drop_invalid_index(self, statement: Statement) -> None:
         """A concurrent index build that failed leaves an INVALID index; drop it to retry."""

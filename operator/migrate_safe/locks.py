@@ -10,9 +10,10 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
-from psycopg.rows import class_row
+from psycopg.rows import class_row, tuple_row
 
 from migrate_safe.catalog import application_schema
+from migrate_safe.durations import format_duration
 from migrate_safe.statements import Relation
 
 
@@ -114,15 +115,24 @@ SELECT a.pid, coalesce(a.application_name, '') AS application_name,
        coalesce((SELECT n.nspname || '.' || c.relname FROM pg_class c
                  JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = l.relation),
                 l.relation::text) AS relation,
-       l.mode, extract(epoch FROM clock_timestamp() - a.xact_start)::float8 AS transaction_seconds
+       l.mode, extract(epoch FROM clock_timestamp() - a.xact_start)::float8 AS transaction_seconds,
+       a.xact_start
 FROM long a
 JOIN pg_locks l ON l.pid = a.pid
 WHERE EXISTS (SELECT FROM long)
   AND l.granted AND l.locktype = 'relation'
   AND l.database = (SELECT oid FROM here)
   AND l.relation = ANY (ARRAY(SELECT to_regclass(name)::oid FROM unnest(%(names)s::text[]) AS name))
-ORDER BY a.xact_start, relation
 """
+# The timeouts are set by the probe's own statement: one query less per migration for the
+# client to send and read. The holders come back as one JSON array in the one row that the
+# timeouts always make (a set_config in a query that found no rows would never run).
+_TIMEOUTS_AND_LONG_HOLDERS = (
+    "SELECT set_config('lock_timeout', %(lock_timeout)s, %(local)s),"
+    " set_config('statement_timeout', %(statement_timeout)s, %(local)s),"
+    " (SELECT coalesce(json_agg(h ORDER BY h.xact_start, h.relation), '[]')"
+    f" FROM ({_LONG_HOLDERS}) h)"
+)
 
 
 def relation_names(relations: AbstractSet[Relation]) -> list[str]:
@@ -130,16 +140,56 @@ def relation_names(relations: AbstractSet[Relation]) -> list[str]:
     return sorted(str(r) for r in relations)
 
 
-def send_long_lock_holders(
-    conn: psycopg.Connection[Any], names: list[str], older_than_seconds: float
-) -> psycopg.Cursor[Blocker]:
-    """Other sessions whose transaction, older than the threshold, holds a lock on one of the
-    named relations: the cursor to read them from, so that the query can travel in a
-    pipeline with the statements around it.
+@dataclass(frozen=True)
+class Timeouts:
+    """lock_timeout and statement_timeout, in seconds; `local`: for the current transaction
+    only (as SET LOCAL), else for the session."""
+
+    lock: float
+    statement: float
+    local: bool
+
+
+class LongLockHolders:
+    """The answer of `send_timeouts_and_long_lock_holders`, to read once its pipeline ended."""
+
+    def __init__(self, cursor: psycopg.Cursor[tuple[Any, ...]]) -> None:
+        self._cursor = cursor
+
+    def fetch(self) -> list[Blocker]:
+        row = self._cursor.fetchone()
+        holders: list[dict[str, Any]] = row[2] if row else []
+        return [
+            Blocker(
+                pid=holder["pid"],
+                application_name=holder["application_name"],
+                relation=holder["relation"],
+                mode=holder["mode"],
+                transaction_seconds=holder["transaction_seconds"],
+            )
+            for holder in holders
+        ]
+
+
+def send_timeouts_and_long_lock_holders(
+    conn: psycopg.Connection[Any], names: list[str], timeouts: Timeouts
+) -> LongLockHolders:
+    """Set the timeouts, and find the other sessions whose transaction, older than the
+    lock_timeout, holds a lock on one of the named relations: one query, whose answer is
+    read later, so that it can travel in a pipeline with the statements around it.
 
     An ALTER queued behind such a transaction would make every later query on the table
     queue behind the ALTER: waiting before we ask for the lock avoids that outage.
     """
-    cursor = conn.cursor(row_factory=class_row(Blocker))
-    cursor.execute(_LONG_HOLDERS, {"names": names, "older_than": older_than_seconds})
-    return cursor
+    cursor = conn.cursor(row_factory=tuple_row)
+    cursor.execute(
+        _TIMEOUTS_AND_LONG_HOLDERS,
+        {
+            "lock_timeout": format_duration(timeouts.lock),
+            "statement_timeout": format_duration(timeouts.statement),
+            "local": timeouts.local,
+            "names": names,
+            "older_than": timeouts.lock,
+        },
+    )
+    return LongLockHolders(cursor)
