@@ -107,7 +107,13 @@ class MigrationRun:
     attempts: int
 
     def to_json(self) -> JsonObject:
-        return asdict(self)
+        # Written twice per migration (its event and the report): without asdict's deep copy.
+        return {
+            "version": self.version,
+            "name": self.name,
+            "duration_ms": self.duration_ms,
+            "attempts": self.attempts,
+        }
 
 
 @dataclass(frozen=True)
