@@ -366,7 +366,8 @@ def scan_directory(directory: Path) -> Scan:
         raise SourceError(f"{directory}: migrations directory not found")
     files: list[ScannedFile] = []
     problems: list[Problem] = []
-    for path in sorted(directory.iterdir()):
+    # By name: the order of paths in one directory, without comparing them part by part.
+    for path in sorted(directory.iterdir(), key=lambda path: path.name):
         if is_migration_candidate(path):
             entry = _scan_file(path, problems)
             if entry is not None:
