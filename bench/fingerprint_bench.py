@@ -4,11 +4,14 @@
     .venv/bin/python bench/fingerprint_bench.py --smoke    # seconds; what .ci/run checks
 
 Prints Markdown tables: medians of several runs, the ratio, and whether each tool gave the same
-hash on every run (pg_dump's output carries a random \\restrict key on recent versions). Beside
-the wall-clock time, the CPU-seconds each tool used, client and server together (read from
-/proc: the fingerprint's backend; pg_dump's backend, reaped by the postmaster): on a loaded
-machine the wall clock measures the load as much as the tool, the CPU-seconds much less. The
-load average at the start and at the end says how loaded the machine was.
+hash on every run (pg_dump's output carries a random \\restrict key on recent versions). The
+fingerprint is timed twice: `schema_hash`, the hash alone, for a caller that only compares or
+records it (what `pg_dump | sha256sum` gives too), and `fingerprint`, which reads every object's
+line as well, for the JSON output and a diff. Beside the wall-clock time, the CPU-seconds each
+tool used, client and server together (read from /proc: the fingerprint's backend; pg_dump's
+backend, reaped by the postmaster): on a loaded machine the wall clock measures the load as much
+as the tool, the CPU-seconds much less. The load average at the start and at the end says how
+loaded the machine was.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from pathlib import Path
 import psycopg
 
 from migrate_safe.backup import client_env
-from migrate_safe.fingerprint import fingerprint
+from migrate_safe.fingerprint import fingerprint, schema_hash
 from migrate_safe.health import count_orphans
 from migrate_safe.localpg import LocalPostgres
 
@@ -121,6 +124,9 @@ def main() -> None:
         postmaster = int((pg.datadir / "postmaster.pid").read_text().split()[0])
 
         def ours() -> str:
+            return schema_hash(conn, "migrate_safe")
+
+        def with_lines() -> str:
             return fingerprint(conn, "migrate_safe").hash
 
         def pg_dump() -> str:
@@ -134,9 +140,12 @@ def main() -> None:
             return hashlib.sha256(dump.stdout).hexdigest()
 
         server_major = conn.info.server_version // 10000
-        mine = timed(
-            ours, lambda: cpu_seconds(backend) + own_cpu_seconds(resource.RUSAGE_SELF), args.runs
-        )
+
+        def own_cpu() -> float:
+            return cpu_seconds(backend) + own_cpu_seconds(resource.RUSAGE_SELF)
+
+        mine = timed(ours, own_cpu, args.runs)
+        lines = timed(with_lines, own_cpu, args.runs)
         dump = timed(
             pg_dump,
             lambda: cpu_seconds(postmaster) + own_cpu_seconds(resource.RUSAGE_CHILDREN),
@@ -159,8 +168,13 @@ def main() -> None:
     print("| tool | median s | same hash every run | ratio to migrate-safe | CPU s | CPU ratio |")
     print("|---|---:|---|---:|---:|---:|")
     print(
-        f"| migrate-safe fingerprint | {mine.wall:.3f} | {len(mine.results) == 1} | 1.0× "
-        f"| {mine.cpu:.2f} | 1.0× |"
+        f"| migrate-safe fingerprint (schema_hash) | {mine.wall:.3f} | {len(mine.results) == 1} "
+        f"| 1.0× | {mine.cpu:.2f} | 1.0× |"
+    )
+    print(
+        f"| the same with every line (fingerprint) | {lines.wall:.3f} "
+        f"| {lines.results == mine.results} (same hash as schema_hash) "
+        f"| {lines.wall / mine.wall:.1f}× | {lines.cpu:.2f} | {lines.cpu / mine.cpu:.1f}× |"
     )
     print(
         f"| pg_dump --schema-only \\| sha256sum | {dump.wall:.3f} | {len(dump.results) == 1} "
