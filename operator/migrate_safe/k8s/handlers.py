@@ -15,6 +15,7 @@ import logging
 import os
 import shlex
 from collections.abc import Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any, cast
@@ -30,7 +31,13 @@ from migrate_safe.k8s.spec import DatabaseMigrationSpec, SpecError, parse_spec
 
 FORCE_DELETE = f"{GROUP}/force-delete"
 CRD_NAME = f"{PLURAL}.{GROUP}"
-WORKERS = 8
+WORKERS = 16
+# A pass waits on the API server far longer than it computes: each worker needs a thread of
+# its own for that wait. asyncio's default pool has min(32, cores + 4) threads, 6 on a 2-core
+# node, which left most workers queueing for a thread while 200 new resources waited for their
+# first Job. Threads are started only when all are busy; the set controller's passes use the
+# same pool.
+PASS_THREADS = WORKERS + 8
 # Replicas started together each see only their own peering record at first, and resume; each
 # pauses once it sees a preferred peer, well within this. Work waits for it, so two replicas
 # are never active at once.
@@ -59,6 +66,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: 
         kubernetes.config.load_incluster_config()  # type: ignore[no-untyped-call]
     except kubernetes.config.ConfigException:
         kubernetes.config.load_kube_config()  # type: ignore[no-untyped-call]
+    asyncio.get_running_loop().set_default_executor(
+        ThreadPoolExecutor(PASS_THREADS, thread_name_prefix="pass")
+    )
     await asyncio.to_thread(actions.connect)
     caches = Caches(kwargs["resource_index"], kwargs["job_index"], kwargs["pod_index"])
     job_settings = jobs.JobSettings(
