@@ -22,7 +22,7 @@ from psycopg.rows import dict_row
 from migrate_safe.catalog import application_schema
 from migrate_safe.config import Redactor
 from migrate_safe.errors import ConfigError
-from migrate_safe.fingerprint import fingerprint, major_of, other_major
+from migrate_safe.fingerprint import major_of, other_major, schema_hash
 from migrate_safe.health import invalid_indexes, unvalidated_constraints
 from migrate_safe.ledger import Ledger
 from migrate_safe.lint import Finding, Severity
@@ -415,7 +415,7 @@ class Preflight:
         if recorded is None:
             self.checks.append(Check("SchemaDrift", PASS, "no fingerprint recorded yet", []))
             return
-        now = fingerprint(self.conn, self.ledger.schema).hash
+        now = schema_hash(self.conn, self.ledger.schema)
         expected, run_id = recorded
         evidence = [{"fingerprint": now, "recorded": expected, "recorded_by_run": run_id}]
         then = other_major(now, expected)

@@ -14,7 +14,7 @@ from migrate_safe.commands.common import describe, load
 from migrate_safe.commands.phases import backup_phase, postflight_phase, preflight_phase
 from migrate_safe.config import Settings
 from migrate_safe.errors import ConfigError, MigrationFailed
-from migrate_safe.fingerprint import fingerprint, other_major
+from migrate_safe.fingerprint import other_major, schema_hash
 from migrate_safe.ledger import Ledger
 from migrate_safe.options import (
     PhaseFlags,
@@ -81,7 +81,7 @@ def restore_backup(
             dumped_by = manifest.pg_dump_version if manifest else None
             dsn = settings.require_database_url()
             restore(ledger.conn, dsn, path, settings.redact, dumped_by=dumped_by)
-            now = fingerprint(ledger.conn, ledger.schema).hash
+            now = schema_hash(ledger.conn, ledger.schema)
     except MigrationFailed as error:  # another run holds the ledger's lock
         raise RestoreFailed(f"restore: {error.message}", details=error.details) from None
     done.restored = str(path)

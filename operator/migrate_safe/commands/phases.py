@@ -20,7 +20,7 @@ from migrate_safe.commands import text
 from migrate_safe.config import Settings
 from migrate_safe.engine import Engine
 from migrate_safe.errors import PostflightFailed, PreflightFailed
-from migrate_safe.fingerprint import fingerprint
+from migrate_safe.fingerprint import schema_hash
 from migrate_safe.ledger import HistoryEntry, Ledger
 from migrate_safe.lint import Finding, LintConfig, Severity
 from migrate_safe.options import PhaseOptions
@@ -46,7 +46,7 @@ def server_major(conn: psycopg.Connection[Any]) -> int:
 
 def record_fingerprint(ledger: Ledger, report: Reporter, command: str, outcome: str) -> str:
     """Remember the schema as this run left it, for the next preflight's drift check."""
-    current = fingerprint(ledger.conn, ledger.schema).hash
+    current = schema_hash(ledger.conn, ledger.schema)
     ledger.append_history(
         HistoryEntry(report.run_id, command, outcome, report.started_at, fingerprint=current)
     )
@@ -224,7 +224,7 @@ def backup_phase(
     )
     try:
         with local_timeouts(ledger.conn, lock_timeout=options.backup_lock_wait):
-            current = fingerprint(ledger.conn, ledger.schema).hash
+            current = schema_hash(ledger.conn, ledger.schema)
     except psycopg.errors.LockNotAvailable:
         raise BackupFailed(
             f"backup: a table stayed locked by another session for "
