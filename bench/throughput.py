@@ -3,6 +3,8 @@
     .venv/bin/python bench/throughput.py                 # 1,000 small + 50 over a 1 GB table set
     .venv/bin/python bench/throughput.py --big-gb 0      # only the 1,000 small migrations
     .venv/bin/python bench/throughput.py --smoke         # seconds; what tests/bench checks
+    .venv/bin/python bench/throughput.py --big-gb 0 --runs 0 --big-file-runs 3
+                                                         # only apply's memory on a 20 MiB file
 
 Part 1 applies --small migrations (create table, add column, create index, insert rows, in
 turn) to an empty database; part 2 applies 50 migrations (columns, defaults, comments, indexes,
@@ -10,7 +12,11 @@ a validated check, updates, new tables) to a database holding --big-gb GB in fiv
 run starts from a fresh copy of the same database, and each run is checked (all tables there).
 The ratio is to psql applying each file in its own transaction over one connection: the
 physical limit of applying SQL files this way. With --profile, migrate-safe's own part-1 run is
-profiled with pyinstrument into docs/benchmarks/throughput-profile.txt.
+profiled with pyinstrument into docs/benchmarks/throughput-profile.txt. With --big-file-runs,
+apply's peak RSS on one 20 MiB INSERT is measured against the same command on a 100-row one.
+
+Python tools run with their bytecode cached, as an installed package has it: an environment
+with PYTHONDONTWRITEBYTECODE would make every run compile the sources it imports again.
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ from benchlib import (
 from peer_tools import Step, Target, Tool, migrate_safe, peers, psql_per_file, psql_single
 from psycopg.pq import Trace
 
+import migrate_safe as migrate_safe_module
 from migrate_safe.config import ApplyPolicy, Redactor
 from migrate_safe.engine import Engine
 from migrate_safe.ledger import Ledger
@@ -133,6 +140,21 @@ class Part:
     expected: int
 
 
+def tool_env(target: Target) -> dict[str, str]:
+    """The tool's environment, with Python's bytecode cache written and read."""
+    env = target.env()
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    return env
+
+
+def compile_migrate_safe() -> None:
+    """migrate-safe's bytecode, written once before the runs, not inside the first one."""
+    package = Path(migrate_safe_module.__file__).parent
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(package)], env=env,
+                   check=False, capture_output=True)  # fmt: skip
+
+
 def apply_once(pg: LocalPostgres, admin: psycopg.Connection[Any], tool: Tool, part: Part,
                directory: Path) -> tuple[float, str | None]:  # fmt: skip
     """Apply every step once on a fresh database: (wall seconds, failure or None)."""
@@ -143,7 +165,7 @@ def apply_once(pg: LocalPostgres, admin: psycopg.Connection[Any], tool: Tool, pa
     command = tool.command(target, directory)
     started = time.perf_counter()
     try:
-        done = subprocess.run(command, env=target.env(), capture_output=True, text=True,
+        done = subprocess.run(command, env=tool_env(target), capture_output=True, text=True,
                               timeout=RUN_TIMEOUT, check=False)  # fmt: skip
     except subprocess.TimeoutExpired:
         drop_database(admin, dbname)  # FORCE also ends the tool's sessions on the server
@@ -228,6 +250,77 @@ def round_trips_per_migration(pg: LocalPostgres, admin: psycopg.Connection[Any])
         count = len(ROUND_TRIP.findall(trace.read_text()))
     drop_database(admin, "tp_trips")
     return count / len(migrations)
+
+
+# --- one 20 MiB migration file -------------------------------------------------------------
+
+BIG_FILE_ROWS = 200_000  # 20,866,725 bytes
+BASE_FILE_ROWS = 100
+ITEMS_TABLE = (
+    "CREATE TABLE items (id bigint PRIMARY KEY, name text NOT NULL, amount numeric(12,2),"
+    " note text);"
+)
+
+
+def write_items(directory: Path, rows: int) -> int:
+    """001 creates the table, 002 inserts `rows` rows in one INSERT; returns 002's size."""
+    directory.mkdir(parents=True)
+    values = (
+        f"({i}, 'item number {i:07d} of the catalogue', {i % 100000}.{i % 100:02d}, "
+        f"'loaded by the bulk migration; row {i:07d}')"
+        for i in range(1, rows + 1)
+    )
+    (directory / "001_items.up.sql").write_text(ITEMS_TABLE + "\n")
+    insert = directory / "002_bulk.up.sql"
+    insert.write_text(
+        "INSERT INTO items (id, name, amount, note) VALUES\n" + ",\n".join(values) + ";\n"
+    )
+    return insert.stat().st_size
+
+
+def apply_insert(pg: LocalPostgres, admin: psycopg.Connection[Any],
+                 directory: Path) -> tuple[float, float]:  # fmt: skip
+    """(peak RSS in MiB, CPU seconds) of `apply` of the INSERT onto a database at version 1."""
+    create_database(admin, "tp_bigfile")
+    target = Target(pg.bindir, pg.port, pg.password, "tp_bigfile")
+    command = migrate_safe("apply", "--skip-preflight", "--allow-missing-down").command(
+        target, directory
+    )
+    subprocess.run([*command, "--to", "1"], env=tool_env(target), check=True,
+                   capture_output=True)  # fmt: skip
+    timed = subprocess.run(["/usr/bin/time", "-f", "%M %U %S", *command], env=tool_env(target),
+                           check=True, capture_output=True, text=True)  # fmt: skip
+    drop_database(admin, "tp_bigfile")
+    kib, user, system = timed.stderr.split()[-3:]
+    return int(kib) / 1024, float(user) + float(system)
+
+
+def big_file(pg: LocalPostgres, admin: psycopg.Connection[Any], runs: int) -> None:
+    """apply's peak RSS on one 20 MiB INSERT against its base, the same command on a 100-row
+    INSERT: the goal is base + 2 × the file."""
+    compile_migrate_safe()
+    with tempfile.TemporaryDirectory(prefix="tp-bigfile-") as tmp:
+        size = write_items(Path(tmp) / "big" / "migrations", BIG_FILE_ROWS)
+        write_items(Path(tmp) / "base" / "migrations", BASE_FILE_ROWS)
+        measured: dict[str, list[tuple[float, float]]] = {"base": [], "big": []}
+        for _ in range(runs):  # alternately, so that drift of the machine hits both
+            for label, found in measured.items():
+                found.append(apply_insert(pg, admin, Path(tmp) / label / "migrations"))
+    mib = size / 1024**2
+    base = median([rss for rss, _ in measured["base"]])
+    peak = median([rss for rss, _ in measured["big"]])
+    goal = base + 2 * mib
+    print(f"\n### `apply --skip-preflight` of one {mib:.1f} MiB INSERT ({runs} runs)\n")
+    rows = [
+        [label, f"{median([rss for rss, _ in found]):.1f}",
+         f"{max(rss for rss, _ in found):.1f}", f"{median([cpu for _, cpu in found]):.2f}"]
+        for label, found in (("100-row INSERT (the base)", measured["base"]),
+                             (f"{BIG_FILE_ROWS:,}-row INSERT", measured["big"]))
+    ]  # fmt: skip
+    print(table(["file", "median peak RSS MiB", "max MiB", "median CPU s"], rows))
+    verdict = "met" if peak <= goal else "MISSED"
+    print(f"\nGoal (peak ≤ base + 2 × the file = {goal:.1f} MiB): {verdict} — {peak:.1f} MiB, "
+          f"base + {(peak - base) / mib:.2f} × the file")  # fmt: skip
 
 
 # --- the tools, the profile and the report ------------------------------------------------
@@ -365,6 +458,8 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="profile migrate-safe (part 1)")
     parser.add_argument("--plot", type=Path, default=DOCS / "throughput.png")
     parser.add_argument("--smoke", action="store_true", help="40 + 50 tiny migrations, 1 run")
+    parser.add_argument("--big-file-runs", type=int, default=0,
+                        help="runs of apply on one 20 MiB INSERT (0: skip it)")  # fmt: skip
     args = parser.parse_args()
     if args.smoke:
         args.small, args.big_gb, args.runs, args.big_runs = 40, 0.002, 1, 1
@@ -374,23 +469,10 @@ def main() -> None:
     results: list[tuple[Part, dict[str, Timing]]] = []
     with LocalPostgres() as pg, psycopg.connect(pg.url(), autocommit=True) as admin:
         print(f"## Apply throughput — {machine_line(admin)}\n")
-        print("Wall time of one process applying every migration to a fresh database, process")
-        print("start included; medians; the ratio is to psql applying each file in its own")
-        print("transaction.")
-        load_before = os.getloadavg()[0]
-        results.append((small, measure_part(pg, admin, chosen, small, args.runs)))
-        # A shared machine's run queue slows a tool that needs the CPU between round trips
-        # more than psql: the load says how far to trust the ratios. Printed now: part 2 may
-        # take long.
-        load = f"1-minute load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after"
-        print_part(small, results[-1][1], args.runs, f"{load}, {os.cpu_count()} cores")
-        trips = round_trips_per_migration(pg, admin)
-        print(
-            f"Round trips per one-statement migration (libpq protocol trace of migrate-safe's "
-            f"engine): {trips:g}; psql per file: 3 (BEGIN, the statement, COMMIT)."
-        )
-        if args.profile:
-            print(f"\n{profile(pg, admin, small, DOCS / 'throughput-profile.txt')}", flush=True)
+        if args.runs > 0:
+            results.append((small, small_part(pg, admin, chosen, small, args)))
+        if args.big_file_runs > 0:
+            big_file(pg, admin, args.big_file_runs)
         if args.big_gb > 0:
             try:
                 results.append(big_part(pg, admin, chosen, args))
@@ -399,8 +481,31 @@ def main() -> None:
                 print(f"\nPart 2 stopped: {error}\n\nServer log (end):\n\n```\n{log}\n```")
     for note in notes:
         print(f"\nNot measured — {note}")
-    if not args.smoke:
+    if results and not args.smoke:
         print(f"\n{plot(results, args.plot)}")
+
+
+def small_part(pg: LocalPostgres, admin: psycopg.Connection[Any], chosen: list[Tool],
+               small: Part, args: argparse.Namespace) -> dict[str, Timing]:  # fmt: skip
+    print("Wall time of one process applying every migration to a fresh database, process")
+    print("start included; medians; the ratio is to psql applying each file in its own")
+    print("transaction.")
+    compile_migrate_safe()
+    load_before = os.getloadavg()[0]
+    timings = measure_part(pg, admin, chosen, small, args.runs)
+    # A shared machine's run queue slows a tool that needs the CPU between round trips
+    # more than psql: the load says how far to trust the ratios. Printed now: part 2 may
+    # take long.
+    load = f"1-minute load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after"
+    print_part(small, timings, args.runs, f"{load}, {os.cpu_count()} cores")
+    trips = round_trips_per_migration(pg, admin)
+    print(
+        f"Round trips per one-statement migration (libpq protocol trace of migrate-safe's "
+        f"engine): {trips:g}; psql per file: 3 (BEGIN, the statement, COMMIT)."
+    )
+    if args.profile:
+        print(f"\n{profile(pg, admin, small, DOCS / 'throughput-profile.txt')}", flush=True)
+    return timings
 
 
 def big_part(pg: LocalPostgres, admin: psycopg.Connection[Any], chosen: list[Tool],
