@@ -306,6 +306,7 @@ class Timeline:
     kubeconfig: Path
     jobs: dict[tuple[str, str], JobSeen] = field(default_factory=dict)
     ready: dict[tuple[str, str], float] = field(default_factory=dict)  # (ns, owner label) → t
+    failed: dict[tuple[str, str], str] = field(default_factory=dict)  # (ns, owner label) → why
     # Each resource's kstatus transitions (a new phase, or a condition's status or reason
     # changed) and its status updates of any kind, as the watch saw them.
     transitions: Counter[tuple[str, str]] = field(default_factory=Counter)
@@ -383,6 +384,8 @@ class Timeline:
             phase = status.get("phase")
             if is_ready(body):
                 self.ready.setdefault(key, now)
+            elif phase == "Failed":
+                self.failed.setdefault(key, _ready_message(status))
             signature = (phase, sorted(_condition_states(status)))
             if self._signature.get(key) != signature:
                 self._signature[key] = signature
@@ -398,6 +401,13 @@ class Timeline:
             for seen in self.jobs.values():
                 found.setdefault((seen.namespace, seen.owner), []).append(seen)
         return {key: sorted(each, key=lambda s: s.created) for key, each in found.items()}
+
+
+def _ready_message(status: dict[str, Any]) -> str:
+    for condition in status.get("conditions") or []:
+        if condition.get("type") == "Ready":
+            return str(condition.get("message", ""))
+    return ""
 
 
 def _lister(api: client.ApiClient, name: str, selector: str) -> Callable[..., Any]:
