@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from enum import Enum
-from functools import cache, cached_property
+from functools import cached_property
 
 from pglast import ast, enums, parse_sql
 from pglast.enums import AlterTableType, ConstrType, NullTestType, ObjectType
@@ -136,7 +136,9 @@ _PLAIN_DEFAULTS: dict[str, object] = {"bool": False, "char": "\x00", "char*": No
 _UNKNOWN = object()  # the default of a field the builder cannot make: left out, it falls back
 
 
-@cache
+_SHAPES: dict[str, _NodeShape] = {}  # filled as node classes are met
+
+
 def _shape(name: str) -> _NodeShape:
     node_class = getattr(ast, name, None)
     if not (isinstance(node_class, type) and issubclass(node_class, ast.Node)):
@@ -154,7 +156,8 @@ def _shape(name: str) -> _NodeShape:
         else:
             converted.append((key, setter, *_conversion(info.c_type)))
     keys = frozenset([key for key, *_ in plain] + [key for key, *_ in converted])
-    return _NodeShape(node_class, tuple(plain), tuple(converted), keys)
+    _SHAPES[name] = _NodeShape(node_class, tuple(plain), tuple(converted), keys)
+    return _SHAPES[name]
 
 
 def _conversion(c_type: str) -> tuple[_Convert, object]:
@@ -201,15 +204,21 @@ class _TreeBuilder:
     def statements(self, tree: object) -> list[ast.Node]:
         if not isinstance(tree, dict):
             raise _UnknownShape(tree)
-        raws = tree.get("stmts", [])
-        return [self.node(*self._one_node(raw["stmt"])) for raw in raws if "stmt" in raw]
+        nodes: list[ast.Node] = []
+        for raw in tree.get("stmts", []):
+            node = self.wrapped(raw["stmt"]) if "stmt" in raw else None  # none: an empty one
+            if isinstance(node, ast.Node):
+                nodes.append(node)
+            elif node is not None:
+                raise _UnknownShape(node)
+        return nodes
 
     def node(self, name: str, fields: object) -> ast.Node:
         if not isinstance(fields, dict):
             raise _UnknownShape(fields)
         if name == "A_Const":
             return self._constant(fields)
-        shape = _shape(name)
+        shape = _SHAPES.get(name) or _shape(name)
         if not shape.keys.issuperset(fields):
             raise _UnknownShape(fields)
         node = object.__new__(shape.node_class)
@@ -228,19 +237,14 @@ class _TreeBuilder:
 
     def wrapped(self, raw: object) -> object:
         """A Node* field: `{"TypeName": {fields}}`, or a list as `{"List": {"items": […]}}`."""
-        name, fields = self._one_node(raw)
+        if not isinstance(raw, dict) or len(raw) != 1:
+            raise _UnknownShape(raw)
+        ((name, fields),) = raw.items()
         if name != "List":
             return self.node(name, fields)
         if not isinstance(fields, dict) or fields.keys() != {"items"}:
             raise _UnknownShape(fields)
         return self.items(fields["items"])
-
-    @staticmethod
-    def _one_node(raw: object) -> tuple[str, object]:
-        if not isinstance(raw, dict) or len(raw) != 1:
-            raise _UnknownShape(raw)
-        ((name, fields),) = raw.items()
-        return name, fields
 
     def items(self, raw: object) -> tuple[object, ...]:
         """A List* field; `{}` is a NULL item."""
