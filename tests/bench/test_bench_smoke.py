@@ -19,7 +19,8 @@ def test_fingerprint_benchmark_prints_its_tables() -> None:
         capture_output=True, text=True, check=False, timeout=300,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
-    assert "| migrate-safe fingerprint |" in done.stdout
+    assert "| migrate-safe fingerprint (schema_hash) |" in done.stdout
+    assert "| True (same hash as schema_hash) |" in done.stdout  # fingerprint's lines agree
     rows = [line for line in done.stdout.splitlines() if line.startswith("| migrate-safe")]
     assert rows[0].split("|")[3].strip() == "True"  # the same hash on every run
     assert "| 100,000 | 1 |" in done.stdout  # exactly the one planted orphan
