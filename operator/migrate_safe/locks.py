@@ -13,7 +13,7 @@ from psycopg import sql
 from psycopg.rows import class_row, tuple_row
 
 from migrate_safe.catalog import application_schema
-from migrate_safe.durations import format_duration
+from migrate_safe.session import TIMEOUTS_SELECT, timeout_parameters
 from migrate_safe.statements import Relation
 
 
@@ -128,8 +128,7 @@ WHERE EXISTS (SELECT FROM long)
 # client to send and read. The holders come back as one JSON array in the one row that the
 # timeouts always make (a set_config in a query that found no rows would never run).
 _TIMEOUTS_AND_LONG_HOLDERS = (
-    "SELECT set_config('lock_timeout', %(lock_timeout)s, %(local)s),"
-    " set_config('statement_timeout', %(statement_timeout)s, %(local)s),"
+    f"SELECT {TIMEOUTS_SELECT},"
     " (SELECT coalesce(json_agg(h ORDER BY h.xact_start, h.relation), '[]')"
     f" FROM ({_LONG_HOLDERS}) h)"
 )
@@ -185,9 +184,7 @@ def send_timeouts_and_long_lock_holders(
     cursor.execute(
         _TIMEOUTS_AND_LONG_HOLDERS,
         {
-            "lock_timeout": format_duration(timeouts.lock),
-            "statement_timeout": format_duration(timeouts.statement),
-            "local": timeouts.local,
+            **timeout_parameters(timeouts.lock, timeouts.statement, local=timeouts.local),
             "names": names,
             "older_than": timeouts.lock,
         },

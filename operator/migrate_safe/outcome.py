@@ -10,7 +10,7 @@ docs/cli.md), the `run_finished` event and the termination message the operator 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
 from typing import Any
 
@@ -107,13 +107,9 @@ class MigrationRun:
     attempts: int
 
     def to_json(self) -> JsonObject:
-        # Written twice per migration (its event and the report): without asdict's deep copy.
-        return {
-            "version": self.version,
-            "name": self.name,
-            "duration_ms": self.duration_ms,
-            "attempts": self.attempts,
-        }
+        # Written twice per migration (its event and the report): its fields are plain
+        # values, so without asdict's deep copy.
+        return {each.name: getattr(self, each.name) for each in fields(self)}
 
 
 @dataclass(frozen=True)

@@ -54,9 +54,23 @@ def connect(settings: Settings, purpose: str) -> Iterator[psycopg.Connection[Any
 # Constant texts, so psycopg converts each once and prepares it on the server after a few
 # uses: the engine sets timeouts for every migration.
 _SET_LOCK_TIMEOUT = "SELECT set_config('lock_timeout', %s, %s)"
-_SET_BOTH_TIMEOUTS = (
-    "SELECT set_config('lock_timeout', %s, %s), set_config('statement_timeout', %s, %s)"
+# Both timeouts as a select list: sent alone here, and inside the engine's lock probe
+# (locks.py), which sets them in its own query. Its parameters: `timeout_parameters`.
+TIMEOUTS_SELECT = (
+    "set_config('lock_timeout', %(lock_timeout)s, %(local)s),"
+    " set_config('statement_timeout', %(statement_timeout)s, %(local)s)"
 )
+_SET_BOTH_TIMEOUTS = f"SELECT {TIMEOUTS_SELECT}"
+
+
+def timeout_parameters(
+    lock_timeout: float, statement_timeout: float, *, local: bool
+) -> dict[str, str | bool]:
+    return {
+        "lock_timeout": format_duration(lock_timeout),
+        "statement_timeout": format_duration(statement_timeout),
+        "local": local,
+    }
 
 
 def set_timeouts(
@@ -72,8 +86,7 @@ def set_timeouts(
         conn.execute(_SET_LOCK_TIMEOUT, [format_duration(lock_timeout), local])
         return
     conn.execute(
-        _SET_BOTH_TIMEOUTS,
-        [format_duration(lock_timeout), local, format_duration(statement_timeout), local],
+        _SET_BOTH_TIMEOUTS, timeout_parameters(lock_timeout, statement_timeout, local=local)
     )
 
 
