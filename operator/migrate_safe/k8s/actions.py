@@ -6,7 +6,6 @@ controller runs them in a worker thread.
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import socket
@@ -17,16 +16,16 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 import kopf
-import kubernetes
 from kubernetes.client.exceptions import ApiException
 
 from migrate_safe.k8s import conditions as c
-from migrate_safe.k8s import jobs, metrics
+from migrate_safe.k8s import jobs, kube, metrics
 from migrate_safe.k8s.reconcile import Decision, Event, JobView, Rejection, World, decide
 from migrate_safe.k8s.spec import DatabaseMigrationSpec
 from migrate_safe.results import PhaseResult
 
 GROUP, VERSION, PLURAL = jobs.GROUP, "v1alpha1", "databasemigrations"
+API = f"{GROUP}/{VERSION}"
 KIND = "DatabaseMigration"
 COMPONENT = "migrate-safe-operator"
 
@@ -34,37 +33,6 @@ log = logging.getLogger("migrate_safe.operator")
 
 
 # --- what a pass observes -----------------------------------------------------------------------
-
-
-@functools.cache
-def api_client() -> kubernetes.client.ApiClient:
-    """One client, and so one connection pool, for the process. Each new client copies the
-    configuration and opens its own TLS connection: about 50 ms of CPU and 280 ms of wall
-    clock per call on a busy 2-core machine, against 1.4 ms and 17 ms on a pooled connection.
-    Made on first use, after the operator has loaded its configuration."""
-    return kubernetes.client.ApiClient()
-
-
-@functools.cache
-def core() -> kubernetes.client.CoreV1Api:
-    return kubernetes.client.CoreV1Api(api_client())
-
-
-@functools.cache
-def batch() -> kubernetes.client.BatchV1Api:
-    return kubernetes.client.BatchV1Api(api_client())
-
-
-@functools.cache
-def custom() -> kubernetes.client.CustomObjectsApi:
-    return kubernetes.client.CustomObjectsApi(api_client())
-
-
-def connect() -> None:
-    """Make the clients at start-up. The `kubernetes` package imports each API module on
-    first use, and the core one is large: 1 s on an idle machine, 15 s on a busy one, which
-    the first resource's first pass would otherwise wait for."""
-    core(), batch(), custom()
 
 
 def plain(value: Any) -> Any:
@@ -142,11 +110,10 @@ def _result(pods: list[dict[str, Any]]) -> PhaseResult | None:
 
 def _missing_configmaps(namespace: str, spec: DatabaseMigrationSpec) -> list[str]:
     names = [cm.name for cm in spec.source.config_maps]
-    api = core()
     missing = []
     for name in names:
         try:
-            api.read_namespaced_config_map(name, namespace)
+            kube.get(kube.CORE, namespace, "configmaps", name)
         except ApiException as error:
             if error.status != 404:
                 raise
@@ -171,7 +138,7 @@ def _create_job(
             world.name, world.uid, world.namespace, world.generation, world.spec
         )
         kopf.append_owner_reference(configmap, owner=cast(Any, body))
-        _create(lambda: core().create_namespaced_config_map(world.namespace, cast(Any, configmap)))
+        _create(lambda: kube.create(kube.CORE, world.namespace, "configmaps", configmap))
     job = jobs.build_job(
         name=world.name,
         uid=world.uid,
@@ -182,7 +149,7 @@ def _create_job(
         settings=settings,
     )
     kopf.append_owner_reference(job, owner=cast(Any, body))
-    _create(lambda: batch().create_namespaced_job(world.namespace, cast(Any, job)))
+    _create(lambda: kube.create(kube.BATCH, world.namespace, "jobs", job))
     if launch.phase == "rollback":
         metrics.METRICS.inc(metrics.ROLLBACKS, world.namespace, world.name)
     log.info("%s/%s: created %s Job %s", world.namespace, world.name, launch.phase, launch.job_name)
@@ -199,10 +166,9 @@ def _create(call: Any) -> None:
 def _delete_jobs(namespace: str, names: list[str]) -> None:
     """Jobs left by an earlier incarnation of the resource (deleted with --cascade=orphan, or
     not yet collected): never read, removed with their pods."""
-    api = batch()
     for name in names:
         try:
-            api.delete_namespaced_job(name, namespace, propagation_policy="Background")
+            kube.delete(kube.BATCH, namespace, "jobs", name, propagation="Background")
         except ApiException as error:
             if error.status != 404:
                 raise
@@ -367,12 +333,7 @@ def _patch_status_unless_changed(
             if error.status != 409:
                 raise
         meta = body["metadata"]
-        fresh = cast(
-            dict[str, Any],
-            custom().get_namespaced_custom_object(
-                GROUP, VERSION, meta["namespace"], PLURAL, meta["name"]
-            ),
-        )
+        fresh = kube.get(API, meta["namespace"], PLURAL, meta["name"])
         if not decided_on(fresh, world):
             return None
         body = {
@@ -398,15 +359,8 @@ def _patch_status(body: Mapping[str, Any], patch: dict[str, Any]) -> dict[str, A
     """Only what changed, as a JSON merge patch of /status, accepted only if the resource is
     still the version this pass read: a stale body never relaunches or skips a phase."""
     meta = body["metadata"]
-    written = custom().patch_namespaced_custom_object_status(
-        GROUP,
-        VERSION,
-        meta["namespace"],
-        PLURAL,
-        meta["name"],
-        {"metadata": {"resourceVersion": meta["resourceVersion"]}, "status": patch},
-    )
-    return cast(dict[str, Any], written)
+    guarded = {"metadata": {"resourceVersion": meta["resourceVersion"]}, "status": patch}
+    return kube.patch(API, meta["namespace"], PLURAL, meta["name"], guarded, subresource="status")
 
 
 def post_event(body: Mapping[str, Any], event: Event, *, kind: str = KIND) -> None:
@@ -432,7 +386,7 @@ def post_event(body: Mapping[str, Any], event: Event, *, kind: str = KIND) -> No
         "count": 1,
     }
     try:
-        core().create_namespaced_event(meta["namespace"], cast(Any, record))
+        kube.create(kube.CORE, meta["namespace"], "events", record)
     except ApiException as error:  # an Event is a courtesy: never fail the pass over it
         where = f"{meta['namespace']}/{meta['name']}"
         log.warning("%s: cannot post Event %s: %s", where, event.reason, error.reason)

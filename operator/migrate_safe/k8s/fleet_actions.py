@@ -8,18 +8,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import Any, cast
+from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
 from migrate_safe.k8s import conditions as c
-from migrate_safe.k8s import jobs, metrics
+from migrate_safe.k8s import jobs, kube, metrics
 from migrate_safe.k8s.actions import (
+    API,
     GROUP,
     KIND,
     PLURAL,
     VERSION,
-    custom,
     merge_patch,
     post_event,
 )
@@ -64,21 +64,20 @@ def carry_out_set(
     body: Mapping[str, Any], world: SetWorld, decision: SetDecision
 ) -> dict[str, Any] | None:
     """Members first (their own controller takes it from there), then the set's status."""
-    api = custom()
     for change in decision.changes:
-        _give(api, body, world, change)
+        _give(body, world, change)
     for name in decision.orphan:
-        _orphan(api, world.namespace, name)
+        _orphan(world.namespace, name)
     for name in decision.delete:
-        _delete(api, world.namespace, name)
-    written = None
+        _delete(world.namespace, name)
+    written: dict[str, Any] | None = None
     patch = merge_patch(dict(world.status), decision.status)
     if patch:
         meta = body["metadata"]
         try:
             guarded = {"metadata": {"resourceVersion": meta["resourceVersion"]}, "status": patch}
-            written = api.patch_namespaced_custom_object_status(
-                GROUP, VERSION, world.namespace, SET_PLURAL, world.name, guarded
+            written = kube.patch(
+                API, world.namespace, SET_PLURAL, world.name, guarded, subresource="status"
             )
         except ApiException as error:
             if error.status != 409:
@@ -89,10 +88,10 @@ def carry_out_set(
         if event.kind == "Warning":
             log.warning("%s/%s: %s: %s", world.namespace, world.name, event.reason, event.message)
     _observe(world.namespace, world.name, decision.status)
-    return cast(dict[str, Any] | None, written)
+    return written
 
 
-def _give(api: Any, body: Mapping[str, Any], world: SetWorld, change: Change) -> None:
+def _give(body: Mapping[str, Any], world: SetWorld, change: Change) -> None:
     labels = {
         **jobs.MANAGED_LABELS,
         LABEL_SET: jobs.label_value(world.name),
@@ -113,7 +112,7 @@ def _give(api: Any, body: Mapping[str, Any], world: SetWorld, change: Change) ->
             "spec": change.spec,
         }
         try:
-            api.create_namespaced_custom_object(GROUP, VERSION, world.namespace, PLURAL, resource)
+            kube.create(API, world.namespace, PLURAL, resource)
             return
         except ApiException as error:
             if error.status != 409:
@@ -131,14 +130,8 @@ def _give(api: Any, body: Mapping[str, Any], world: SetWorld, change: Change) ->
             for key, value in labels.items()
         ),
     ]
-    api.patch_namespaced_custom_object(
-        GROUP,
-        VERSION,
-        world.namespace,
-        PLURAL,
-        change.name,
-        replace_spec,
-        _content_type="application/json-patch+json",
+    kube.patch(
+        API, world.namespace, PLURAL, change.name, replace_spec, content_type=kube.JSON_PATCH
     )
 
 
@@ -147,7 +140,7 @@ def _pointer(key: str) -> str:
     return key.replace("~", "~0").replace("/", "~1")
 
 
-def _orphan(api: Any, namespace: str, name: str) -> None:
+def _orphan(namespace: str, name: str) -> None:
     """Left as it is: no longer owned by the set nor counted in it."""
     patch = {
         "metadata": {
@@ -156,15 +149,15 @@ def _orphan(api: Any, namespace: str, name: str) -> None:
         }
     }
     try:
-        api.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name, patch)
+        kube.patch(API, namespace, PLURAL, name, patch)
     except ApiException as error:
         if error.status != 404:
             raise
 
 
-def _delete(api: Any, namespace: str, name: str) -> None:
+def _delete(namespace: str, name: str) -> None:
     try:
-        api.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+        kube.delete(API, namespace, PLURAL, name)
     except ApiException as error:
         if error.status != 404:
             raise

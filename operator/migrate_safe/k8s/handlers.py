@@ -23,7 +23,7 @@ from typing import Any, cast
 import kopf
 import kubernetes
 
-from migrate_safe.k8s import actions, jobs, metrics
+from migrate_safe.k8s import actions, jobs, kube, metrics
 from migrate_safe.k8s.actions import GROUP, KIND, PLURAL, VERSION, plain
 from migrate_safe.k8s.controller import Controller, Key
 from migrate_safe.k8s.reconcile import MUTATING, World, decide
@@ -69,7 +69,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: 
     asyncio.get_running_loop().set_default_executor(
         ThreadPoolExecutor(PASS_THREADS, thread_name_prefix="pass")
     )
-    await asyncio.to_thread(actions.connect)
+    await asyncio.to_thread(kube.api_client)  # reads the configuration once, off the loop
     caches = Caches(kwargs["resource_index"], kwargs["job_index"], kwargs["pod_index"])
     job_settings = jobs.JobSettings(
         image=os.environ.get("MIGRATE_SAFE_JOB_IMAGE", jobs.JobSettings.image),
