@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 
 import psycopg
 from psycopg import sql
@@ -149,6 +149,17 @@ class Timeouts:
     local: bool
 
 
+class _HolderRow(TypedDict):
+    """One element of the probe's JSON array: a row of _LONG_HOLDERS."""
+
+    pid: int
+    application_name: str
+    relation: str
+    mode: str
+    transaction_seconds: float
+    xact_start: str
+
+
 class LongLockHolders:
     """The answer of `send_timeouts_and_long_lock_holders`, to read once its pipeline ended."""
 
@@ -157,7 +168,7 @@ class LongLockHolders:
 
     def fetch(self) -> list[Blocker]:
         row = self._cursor.fetchone()
-        holders: list[dict[str, Any]] = row[2] if row else []
+        holders: list[_HolderRow] = row[2] if row else []
         return [
             Blocker(
                 pid=holder["pid"],
