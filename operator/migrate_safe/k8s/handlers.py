@@ -35,8 +35,9 @@ WORKERS = 16
 # A pass waits on the API server far longer than it computes: each worker needs a thread of
 # its own for that wait. asyncio's default pool has min(32, cores + 4) threads, 6 on a 2-core
 # node, which left most workers queueing for a thread while 200 new resources waited for their
-# first Job. Threads are started only when all are busy; the set controller's passes use the
-# same pool.
+# first Job. Threads are started only when all are busy. The 8 beyond the workers are for the
+# set controller's 2 workers (fleet_handlers) and kopf's own calls of plain functions (the
+# deletion handler), which share this pool.
 PASS_THREADS = WORKERS + 8
 # Replicas started together each see only their own peering record at first, and resume; each
 # pauses once it sees a preferred peer, well within this. Work waits for it, so two replicas
@@ -301,7 +302,7 @@ async def reconcile(caches: Caches, settings: jobs.JobSettings, key: Key) -> flo
         # Nothing to send to the API server (a pass after our own write, or after a child
         # changed in a way that changes nothing): its metrics are set here, without a hop to
         # a worker thread, which costs more than the pass itself.
-        carried = actions.carry_out(body, world, decision, settings)
+        carried = actions.observe_only(world, decision)
     else:
         carried = await asyncio.to_thread(actions.carry_out, body, world, decision, settings)
     if carried.written is not None:

@@ -40,7 +40,8 @@ class OperatorOptions:
 def run(options: OperatorOptions) -> int:
     kopf.configure(verbose=options.verbose)
     if not options.verbose:
-        # Every timer tick would log "succeeded": keep kopf's per-object lines for problems.
+        # Every watch event of every Job and pod of ours would log its handlers' "succeeded":
+        # keep kopf's per-object lines for problems.
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     if options.fleets:
         # Registers the DatabaseMigrationSet handlers, and with them the watch on Secrets.
