@@ -268,17 +268,13 @@ def carry_out(
         post_event(body, event)
         if event.kind == "Warning":  # every stall and failure, with the resource, in the log
             log.warning("%s/%s: %s: %s", world.namespace, world.name, event.reason, event.message)
-    return _observed(world, decision, written)
+    return replace(observe_only(world, decision), written=written)
 
 
 def observe_only(world: World, decision: Decision) -> Carried:
     """A quiet decision (see `quiet`) carried out: its metrics, and when the next pass is due."""
-    return _observed(world, decision, None)
-
-
-def _observed(world: World, decision: Decision, written: dict[str, Any] | None) -> Carried:
     _observe(world.namespace, world.name, world, decision)
-    return Carried(written, decision.requeue_after)
+    return Carried(None, decision.requeue_after)
 
 
 CONFLICT_RETRY = 0.2

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
@@ -75,7 +76,7 @@ def get(api: str, namespace: str, plural: str, name: str) -> dict[str, Any]:
     return request("GET", path(api, namespace, plural, name))
 
 
-def create(api: str, namespace: str, plural: str, body: dict[str, Any]) -> dict[str, Any]:
+def create(api: str, namespace: str, plural: str, body: Mapping[str, object]) -> dict[str, Any]:
     return request("POST", path(api, namespace, plural), body)
 
 
