@@ -296,7 +296,11 @@ class JobSeen:
     owner: str  # the owning resource's label value
     phase: str
     created: float  # monotonic time the watch first showed it
-    done: float | None = None  # its pod Succeeded or the Job Complete, whichever was seen first
+    # When the watches first showed its pod Succeeded, then the Job's SuccessCriteriaMet and
+    # Complete conditions: Kubernetes' Job controller syncs a Job a second after its pod changes.
+    pod_succeeded: float | None = None
+    criteria_met: float | None = None
+    complete: float | None = None
 
 
 @dataclass
@@ -362,8 +366,11 @@ class Timeline:
                     now,
                 ),
             )
-            if (job.get("status") or {}).get("succeeded", 0) > 0 and seen.done is None:
-                seen.done = now
+            true = _true_conditions(job.get("status") or {})
+            if "SuccessCriteriaMet" in true and seen.criteria_met is None:
+                seen.criteria_met = now
+            if "Complete" in true and seen.complete is None:
+                seen.complete = now
 
     def _pod(self, pod: dict[str, Any]) -> None:
         if (pod.get("status") or {}).get("phase") != "Succeeded":
@@ -373,8 +380,8 @@ class Timeline:
         job = labels.get("batch.kubernetes.io/job-name") or labels.get("job-name") or ""
         with self._lock:
             seen = self.jobs.get((pod["metadata"]["namespace"], job))
-            if seen is not None and seen.done is None:
-                seen.done = now
+            if seen is not None and seen.pod_succeeded is None:
+                seen.pod_succeeded = now
 
     def _resource(self, body: dict[str, Any]) -> None:
         now = time.monotonic()
@@ -426,6 +433,10 @@ def _condition_states(status: dict[str, Any]) -> list[tuple[str, str, str]]:
         (str(c.get("type")), str(c.get("status")), str(c.get("reason")))
         for c in status.get("conditions", [])
     ]
+
+
+def _true_conditions(status: dict[str, Any]) -> set[str]:
+    return {str(c.get("type")) for c in status.get("conditions") or [] if c.get("status") == "True"}
 
 
 def is_ready(body: dict[str, Any]) -> bool:
