@@ -10,7 +10,6 @@ import json
 import logging
 import socket
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -125,7 +124,7 @@ def _missing_configmaps(namespace: str, spec: DatabaseMigrationSpec) -> list[str
 
 
 def _create_job(
-    body: Mapping[str, Any], world: World, decision: Decision, settings: jobs.JobSettings
+    body: kube.KubeObject, world: World, decision: Decision, settings: jobs.JobSettings
 ) -> None:
     """Create the phase's Job (and the inline source's ConfigMap); AlreadyExists means a
     previous pass or a previous operator already did: the deterministic name, unique to this
@@ -242,12 +241,12 @@ class Carried:
     """What a pass left: the resource as the API server returned it after our status write
     (None when nothing was written), and when the next pass is due."""
 
-    written: dict[str, Any] | None
+    written: kube.KubeObject | None
     requeue_after: float | None
 
 
 def carry_out(
-    body: Mapping[str, Any], world: World, decision: Decision, settings: jobs.JobSettings
+    body: kube.KubeObject, world: World, decision: Decision, settings: jobs.JobSettings
 ) -> Carried:
     """Jobs first, then status guarded by the body's resourceVersion, then Events and metrics:
     a Job created by a pass whose status write lost a race is adopted by the next pass, and
@@ -295,7 +294,7 @@ def _key(world: World) -> tuple[str, str]:
 
 
 def _launch(
-    body: Mapping[str, Any], world: World, decision: Decision, settings: jobs.JobSettings
+    body: kube.KubeObject, world: World, decision: Decision, settings: jobs.JobSettings
 ) -> Decision:
     """Create the Job the decision asks for; a missing source or a Job the API server refuses
     becomes the decision's own outcome (a condition, an Event), never a silent retry loop."""
@@ -325,8 +324,8 @@ def _api_message(error: ApiException) -> str:
 
 
 def _patch_status_unless_changed(
-    body: Mapping[str, Any], world: World, patch: dict[str, Any]
-) -> dict[str, Any] | None:
+    body: kube.KubeObject, world: World, patch: dict[str, Any]
+) -> kube.KubeObject | None:
     """Write the status patch; None when the resource changed in a way the decision did not
     see. A change of metadata only (kopf adding its finalizer or annotations to a new
     resource, right as the first pass writes) leaves the decision valid: it is written again
@@ -351,7 +350,7 @@ def _patch_status_unless_changed(
 METADATA_RACE_RETRIES = 3
 
 
-def decided_on(current: Mapping[str, Any], world: World) -> bool:
+def decided_on(current: kube.KubeObject, world: World) -> bool:
     """Whether `current` (the resource as it is now) has the generation and the status a pass
     decided on: only its metadata may have changed since."""
     return bool(
@@ -360,7 +359,7 @@ def decided_on(current: Mapping[str, Any], world: World) -> bool:
     )
 
 
-def _patch_status(body: Mapping[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+def _patch_status(body: kube.KubeObject, patch: dict[str, Any]) -> kube.KubeObject:
     """Only what changed, as a JSON merge patch of /status, accepted only if the resource is
     still the version this pass read: a stale body never relaunches or skips a phase."""
     meta = body["metadata"]
@@ -368,7 +367,7 @@ def _patch_status(body: Mapping[str, Any], patch: dict[str, Any]) -> dict[str, A
     return kube.patch(API, meta["namespace"], PLURAL, meta["name"], guarded, subresource="status")
 
 
-def post_event(body: Mapping[str, Any], event: Event, *, kind: str = KIND) -> None:
+def post_event(body: kube.KubeObject, event: Event, *, kind: str = KIND) -> None:
     meta = body["metadata"]
     now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     record = {

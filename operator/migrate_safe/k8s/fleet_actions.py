@@ -37,7 +37,7 @@ LABEL_DATABASE = f"{GROUP}/database"
 log = logging.getLogger("migrate_safe.operator")
 
 
-def member_view(snapshot: Mapping[str, Any], set_uid: str) -> Member:
+def member_view(snapshot: kube.KubeObject, set_uid: str) -> Member:
     """A member's DatabaseMigration, from the operator's cache of it."""
     meta, status = snapshot["metadata"], snapshot.get("status") or {}
     conditions = status.get("conditions") or []
@@ -61,8 +61,8 @@ def member_view(snapshot: Mapping[str, Any], set_uid: str) -> Member:
 
 
 def carry_out_set(
-    body: Mapping[str, Any], world: SetWorld, decision: SetDecision
-) -> dict[str, Any] | None:
+    body: kube.KubeObject, world: SetWorld, decision: SetDecision
+) -> kube.KubeObject | None:
     """Members first (their own controller takes it from there), then the set's status."""
     for change in decision.changes:
         _give(body, world, change)
@@ -70,7 +70,7 @@ def carry_out_set(
         _orphan(world.namespace, name)
     for name in decision.delete:
         _delete(world.namespace, name)
-    written: dict[str, Any] | None = None
+    written: kube.KubeObject | None = None
     patch = merge_patch(dict(world.status), decision.status)
     if patch:
         meta = body["metadata"]
@@ -91,7 +91,7 @@ def carry_out_set(
     return written
 
 
-def _give(body: Mapping[str, Any], world: SetWorld, change: Change) -> None:
+def _give(body: kube.KubeObject, world: SetWorld, change: Change) -> None:
     labels = {
         **jobs.MANAGED_LABELS,
         LABEL_SET: jobs.label_value(world.name),
@@ -99,7 +99,7 @@ def _give(body: Mapping[str, Any], world: SetWorld, change: Change) -> None:
         LABEL_WAVE: str(change.wave),
     }
     if change.create:
-        resource = {
+        resource: kube.KubeObject = {
             "apiVersion": f"{GROUP}/{VERSION}",
             "kind": KIND,
             "metadata": {
@@ -163,7 +163,7 @@ def _delete(namespace: str, name: str) -> None:
             raise
 
 
-def _owner(body: Mapping[str, Any]) -> dict[str, Any]:
+def _owner(body: kube.KubeObject) -> kube.OwnerReference:
     meta = body["metadata"]
     return {
         "apiVersion": f"{GROUP}/{VERSION}",

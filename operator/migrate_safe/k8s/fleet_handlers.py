@@ -37,6 +37,7 @@ from migrate_safe.k8s.fleet_actions import (
     member_view,
 )
 from migrate_safe.k8s.handlers import resource_version, snapshot
+from migrate_safe.k8s.kube import KubeObject
 
 WORKERS = 2
 
@@ -58,14 +59,14 @@ async def start_fleets(memo: kopf.Memo, **kwargs: Any) -> None:
 @kopf.index(GROUP, VERSION, SET_PLURAL)
 async def set_index(
     namespace: str | None, name: str, body: kopf.Body, **_: Any
-) -> dict[tuple[str | None, str], dict[str, Any]]:
+) -> dict[tuple[str | None, str], KubeObject]:
     return {(namespace, name): snapshot(body, kind=SET_KIND)}
 
 
 @kopf.index(GROUP, VERSION, PLURAL, labels={LABEL_SET: kopf.PRESENT})
 async def member_index(
     namespace: str | None, labels: Mapping[str, str], body: kopf.Body, **_: Any
-) -> dict[tuple[str | None, str], dict[str, Any]]:
+) -> dict[tuple[str | None, str], KubeObject]:
     """Members' DatabaseMigrations by the set that owns them."""
     return {(namespace, labels[LABEL_SET]): snapshot(body)}
 
@@ -120,12 +121,12 @@ class Fleets:
 
     def __init__(
         self,
-        sets: kopf.Index[Any, Any],
-        members: kopf.Index[Any, Any],
+        sets: kopf.Index[Any, KubeObject],
+        members: kopf.Index[Any, KubeObject],
         secrets: kopf.Index[Any, Any],
     ) -> None:
         self.sets, self.members, self.secrets = sets, members, secrets
-        self.written: dict[Key, dict[str, Any]] = {}
+        self.written: dict[Key, KubeObject] = {}
         # What our own passes gave members and the watch has not shown yet (member → revision):
         # a pass counts those as in progress, or it would start more than maxParallel.
         self.given: dict[Key, dict[str, str]] = {}
@@ -134,7 +135,7 @@ class Fleets:
         for namespace, name in list(self.sets):
             yield str(namespace), str(name)
 
-    def current(self, key: Key) -> dict[str, Any] | None:
+    def current(self, key: Key) -> KubeObject | None:
         seen = next(iter(self.sets.get(key, [])), None)
         ours = self.written.pop(key, None)
         if seen is None:
@@ -142,7 +143,7 @@ class Fleets:
         if ours is not None and resource_version(ours) > resource_version(seen):
             self.written[key] = ours
             return ours
-        return dict(seen)
+        return seen.copy()
 
     def in_namespace(self, namespace: str) -> list[Key]:
         return [key for key in self.keys() if key[0] == namespace]
@@ -153,7 +154,7 @@ class Fleets:
                 return key
         return None
 
-    def world(self, key: Key, body: dict[str, Any]) -> SetWorld:
+    def world(self, key: Key, body: KubeObject) -> SetWorld:
         namespace, name = key
         uid = str(body["metadata"]["uid"])
         members = {

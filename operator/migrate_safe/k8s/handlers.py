@@ -26,7 +26,7 @@ import kubernetes
 from migrate_safe.k8s import actions, jobs, kube, metrics
 from migrate_safe.k8s.actions import GROUP, KIND, PLURAL, VERSION, plain
 from migrate_safe.k8s.controller import Controller, Key
-from migrate_safe.k8s.reconcile import MUTATING, World, decide
+from migrate_safe.k8s.reconcile import MUTATING, JobView, World, decide
 from migrate_safe.k8s.spec import DatabaseMigrationSpec, SpecError, parse_spec
 
 FORCE_DELETE = f"{GROUP}/force-delete"
@@ -134,7 +134,7 @@ async def leadership(stopped: kopf.DaemonStopped, memo: kopf.Memo, **_: Any) -> 
 @kopf.index(GROUP, VERSION, PLURAL)
 async def resource_index(
     namespace: str | None, name: str, body: kopf.Body, **_: Any
-) -> dict[tuple[str | None, str], dict[str, Any]]:
+) -> dict[tuple[str | None, str], kube.KubeObject]:
     return {(namespace, name): snapshot(body)}
 
 
@@ -224,19 +224,19 @@ class Caches:
 
     def __init__(
         self,
-        resources: kopf.Index[Any, Any],
+        resources: kopf.Index[Any, kube.KubeObject],
         job_index: kopf.Index[Any, Any],
         pod_index: kopf.Index[Any, Any],
     ) -> None:
         self.resources, self.job_index, self.pod_index = resources, job_index, pod_index
-        self.written: dict[Key, dict[str, Any]] = {}
+        self.written: dict[Key, kube.KubeObject] = {}
         self.specs: dict[Key, tuple[tuple[str, int], DatabaseMigrationSpec]] = {}
 
     def keys(self) -> Iterator[Key]:
         for namespace, name in list(self.resources):
             yield str(namespace), str(name)
 
-    def current(self, key: Key) -> dict[str, Any] | None:
+    def current(self, key: Key) -> kube.KubeObject | None:
         seen = next(iter(self.resources.get(key, [])), None)
         ours = self.written.get(key)
         if seen is None:
@@ -245,7 +245,7 @@ class Caches:
         if ours is not None and resource_version(ours) > resource_version(seen):
             return ours
         self.written.pop(key, None)  # the watch has caught up with our write
-        return dict(seen)
+        return seen.copy()
 
     def owner(self, namespace: str, label: str) -> Key | None:
         """The resource a child's label names (a long name's label value is hashed)."""
@@ -256,10 +256,10 @@ class Caches:
                 return key_namespace, name
         return None
 
-    def jobs(self, namespace: str, name: str) -> dict[str, Any]:
+    def jobs(self, namespace: str, name: str) -> dict[str, JobView]:
         return actions.job_views(namespace, name, self.job_index, self.pod_index)
 
-    def spec(self, key: Key, body: Mapping[str, Any]) -> DatabaseMigrationSpec:
+    def spec(self, key: Key, body: kube.KubeObject) -> DatabaseMigrationSpec:
         """The body's spec, parsed once per generation: the API server bumps the generation
         with every change of the spec, and most passes follow a change of status or of a
         child."""
@@ -310,19 +310,21 @@ async def reconcile(caches: Caches, settings: jobs.JobSettings, key: Key) -> flo
     return carried.requeue_after
 
 
-def snapshot(body: kopf.Body, kind: str = KIND) -> dict[str, Any]:
+def snapshot(body: kopf.Body, kind: str = KIND) -> kube.KubeObject:
     """What a pass needs of a resource, as plain data (owner references need apiVersion and
     kind; a set needs its members' labels, annotations and owners)."""
     meta = body.metadata
+    # kopf allows for no namespace (cluster-scoped kinds) and no resourceVersion (bodies made
+    # in tests); a watched resource of ours always has both.
     return {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": kind,
         "metadata": {
             "name": meta.name,
-            "namespace": meta.namespace,
+            "namespace": cast(str, meta.namespace),
             "uid": meta.uid,
             "generation": meta.get("generation", 1),
-            "resourceVersion": meta.get("resourceVersion"),
+            "resourceVersion": cast(str, meta.get("resourceVersion")),
             "deletionTimestamp": meta.get("deletionTimestamp"),
             "labels": dict(meta.labels or {}),
             "annotations": dict(meta.annotations or {}),
@@ -333,7 +335,7 @@ def snapshot(body: kopf.Body, kind: str = KIND) -> dict[str, Any]:
     }
 
 
-def resource_version(body: Mapping[str, Any]) -> int:
+def resource_version(body: kube.KubeObject) -> int:
     """A resourceVersion as a number: the API server's etcd revisions only grow."""
     try:
         return int(body["metadata"]["resourceVersion"])

@@ -1,5 +1,6 @@
 """The operator's calls to the API server: plain REST requests over the `kubernetes` client's
-configuration, authentication and connection pool, with JSON bodies as dicts.
+configuration, authentication and connection pool, with JSON bodies as dicts: a whole object
+is a `KubeObject`, typed as far as the operator reads it.
 
 The client's generated API classes are left out on purpose. Each wraps every method in
 pydantic's `validate_call`: importing the core, batch and custom-object modules for the dozen
@@ -14,7 +15,7 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypedDict, cast
 from urllib.parse import quote
 
 import kubernetes
@@ -26,6 +27,41 @@ JSON_PATCH = "application/json-patch+json"
 
 CORE = "v1"
 BATCH = "batch/v1"
+
+
+class OwnerReference(TypedDict, total=False):
+    apiVersion: str
+    kind: str
+    name: str
+    uid: str
+    controller: bool
+    blockOwnerDeletion: bool
+
+
+class ObjectMeta(TypedDict, total=False):
+    """The metadata the operator reads and writes; the API server sends more."""
+
+    name: str
+    namespace: str
+    uid: str
+    resourceVersion: str
+    generation: int
+    deletionTimestamp: str | None  # None in the operator's own snapshots (handlers.snapshot)
+    labels: dict[str, str]
+    annotations: dict[str, str]
+    ownerReferences: list[OwnerReference]
+
+
+class KubeObject(TypedDict, total=False):
+    """A Kubernetes object as JSON; spec and status are read per kind (spec.py, reconcile.py,
+    fleet.py)."""
+
+    apiVersion: str
+    kind: str
+    metadata: ObjectMeta
+    spec: dict[str, Any]
+    status: dict[str, Any]
+    data: dict[str, str]  # a ConfigMap's
 
 
 @functools.cache
@@ -52,7 +88,7 @@ def request(
     *,
     query: list[tuple[str, str]] | None = None,
     content_type: str = JSON,
-) -> dict[str, Any]:
+) -> KubeObject:
     """One request; the response's JSON object ({} when it has no body)."""
     client = api_client()
     method, url, headers, payload, _ = client.param_serialize(
@@ -69,14 +105,14 @@ def request(
         raise ApiException.from_response(
             http_resp=response, body=data.decode("utf-8", "replace"), data=None
         )
-    return json.loads(data) if data else {}
+    return cast(KubeObject, json.loads(data)) if data else {}
 
 
-def get(api: str, namespace: str, plural: str, name: str) -> dict[str, Any]:
+def get(api: str, namespace: str, plural: str, name: str) -> KubeObject:
     return request("GET", path(api, namespace, plural, name))
 
 
-def create(api: str, namespace: str, plural: str, body: Mapping[str, object]) -> dict[str, Any]:
+def create(api: str, namespace: str, plural: str, body: Mapping[str, object]) -> KubeObject:
     return request("POST", path(api, namespace, plural), body)
 
 
@@ -89,13 +125,15 @@ def patch(
     *,
     subresource: str = "",
     content_type: str = MERGE_PATCH,
-) -> dict[str, Any]:
+) -> KubeObject:
     url_path = path(api, namespace, plural, name, subresource)
     return request("PATCH", url_path, changes, content_type=content_type)
 
 
 def delete(
     api: str, namespace: str, plural: str, name: str, *, propagation: str = ""
-) -> dict[str, Any]:
+) -> Mapping[str, object]:
+    """The API server's answer: the object as its deletion began, or a Status (kind "Status")
+    once it is gone."""
     query = [("propagationPolicy", propagation)] if propagation else None
     return request("DELETE", path(api, namespace, plural, name), query=query)
