@@ -5,11 +5,13 @@ refusal raises the client's ApiException with the status and message the operato
 from __future__ import annotations
 
 import json
+from functools import partial
+from typing import Any
 
 import pytest
 from kubernetes.client.exceptions import ApiException
 
-from devcluster.testing import Api
+from devcluster.testing import Api, Pods, wait_for
 from migrate_safe.k8s import kube
 from migrate_safe.k8s.actions import API, PLURAL
 
@@ -56,25 +58,52 @@ def test_a_refusal_carries_its_status_and_the_api_servers_message(namespace: str
     assert invalid.value.status == 422
 
 
-def test_a_job_is_deleted_with_its_propagation_policy(namespace: str) -> None:
-    job = {
-        "metadata": {"name": "held"},
-        "spec": {
-            "suspend": True,  # never starts a pod: only its deletion matters here
-            "template": {
-                "spec": {
-                    "restartPolicy": "Never",
-                    "containers": [{"name": "c", "image": "none", "command": ["true"]}],
-                }
-            },
-        },
-    }
-    kube.create(kube.BATCH, namespace, "jobs", job)
-    gone = kube.delete(kube.BATCH, namespace, "jobs", "held", propagation="Background")
-    assert gone["kind"] == "Status" or gone["metadata"]["deletionTimestamp"]
+def test_a_job_is_deleted_with_its_propagation_policy(
+    namespace: str, pods: Pods, project_image: str
+) -> None:
+    """The operator deletes a Job with propagation Background so its pod goes too. batch/v1's
+    own default orphans a Job's pods: a pod the garbage collector removes proves the API server
+    received the policy; the same call with Orphan leaves the pod, owned by nothing."""
+    for name in ("reaped", "orphaned"):
+        kube.create(kube.BATCH, namespace, "jobs", one_pod_job(name, project_image))
+        wait_for(f"Job {name}'s pod", partial(pods_of, pods, name), timeout=120)
+
+    kube.delete(kube.BATCH, namespace, "jobs", "reaped", propagation="Background")
+    kube.delete(kube.BATCH, namespace, "jobs", "orphaned", propagation="Orphan")
+
+    # The list includes a pod being deleted: empty means gone.
+    reaped = partial(pods_of, pods, "reaped")
+    wait_for("the garbage collector to delete reaped's pod", lambda: not reaped(), timeout=120)
+    # An orphaning deletion ends once the garbage collector has cut the pods' owner references.
+    orphaned = partial(is_gone, kube.BATCH, namespace, "jobs", "orphaned")
+    wait_for("the Job orphaned to be deleted", orphaned, timeout=120)
+    [kept] = pods_of(pods, "orphaned")
+    assert not kept.metadata.owner_references
+
     with pytest.raises(ApiException) as missing:
         kube.delete(kube.BATCH, namespace, "jobs", "absent", propagation="Background")
     assert missing.value.status == 404
+
+
+def one_pod_job(name: str, image: str) -> dict[str, object]:
+    """A Job whose one pod exits at once: nothing for the kubelet to stop when it is deleted."""
+    container = {"name": "main", "image": image, "command": ["python", "-c", "pass"]}
+    template = {"spec": {"restartPolicy": "Never", "containers": [container]}}
+    return {"metadata": {"name": name}, "spec": {"backoffLimit": 0, "template": template}}
+
+
+def pods_of(pods: Pods, job: str) -> list[Any]:
+    return pods.list(f"job-name={job}")
+
+
+def is_gone(api: str, namespace: str, plural: str, name: str) -> bool:
+    try:
+        kube.get(api, namespace, plural, name)
+    except ApiException as error:
+        if error.status == 404:
+            return True
+        raise
+    return False
 
 
 def test_a_status_patch_guarded_by_a_stale_resource_version_is_refused(

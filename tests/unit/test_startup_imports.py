@@ -5,8 +5,12 @@ interpreter, as a user's `migrate-safe` does; the lint package still offers ever
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
+from collections.abc import Mapping
+from pathlib import Path
 
 import pytest
 
@@ -23,14 +27,16 @@ LINTER_MODULES = (
 )
 
 
-def loaded_after(code: str) -> set[str]:
-    """The modules a fresh interpreter holds after running `code`."""
+def loaded_after(code: str, env: Mapping[str, str] | None = None) -> set[str]:
+    """The modules a fresh interpreter holds after running `code` (in `env`, if given)."""
     done = subprocess.run(
         [sys.executable, "-c", f"{code}\nimport sys\nprint('\\n'.join(sys.modules))"],
         capture_output=True,
         text=True,
-        check=True,
+        check=False,
+        env=env,
     )
+    assert done.returncode == 0, done.stderr
     return set(done.stdout.split())
 
 
@@ -82,14 +88,57 @@ def test_the_lint_package_offers_every_name_it_lists() -> None:
     )
 
 
-def test_the_operator_loads_none_of_the_kubernetes_clients_generated_api_classes() -> None:
+# Nothing answers there: start-up reads the configuration and makes the client but sends no
+# request (kopf's watches, which do, start only once its startup handlers have returned).
+FAKE_SERVER = "https://api-server.invalid:6443"
+
+# What `migrate-safe operator` runs before kopf watches anything: its modules, then its
+# startup handlers in kopf's order (handlers before fleet_handlers) with what kopf passes them
+# (the settings, the memo and the indexes, empty before the first watch event), then its
+# cleanup handler. configure loads the kubeconfig and makes the client.
+OPERATOR_START_UP = f"""
+import asyncio
+import kopf
+import migrate_safe.k8s.main, migrate_safe.k8s.fleet_handlers
+from migrate_safe.k8s import fleet_handlers, handlers, kube
+
+INDEXES = ("resource_index", "job_index", "pod_index", "set_index", "member_index", "secret_index")
+
+async def start_up_and_clean_up():
+    memo = kopf.Memo()
+    indexes = dict.fromkeys(INDEXES, {{}})
+    await handlers.configure(settings=kopf.OperatorSettings(), memo=memo, **indexes)
+    await fleet_handlers.start_fleets(memo=memo, **indexes)
+    assert len(memo["controllers"]) == 2, memo
+    await handlers.stop(memo=memo)
+
+asyncio.run(start_up_and_clean_up())
+assert kube.api_client().configuration.host == {FAKE_SERVER!r}
+"""
+
+
+def test_the_operator_loads_none_of_the_kubernetes_clients_generated_api_classes(
+    tmp_path: Path,
+) -> None:
     """Each wraps every method in pydantic's validate_call: the three the operator's calls
-    would need cost 24 MiB of its memory and 0.6 s of CPU to import. Its handlers and its
-    client, made as at start-up, go through k8s/kube.py's plain requests instead."""
-    loaded = loaded_after(
-        "import migrate_safe.k8s.handlers, migrate_safe.k8s.fleet_handlers\n"
-        "from migrate_safe.k8s import kube\n"
-        "kube.api_client()"
-    )
+    would need cost 24 MiB of its memory and 0.6 s of CPU to import. Its start-up, client
+    included, and its handlers go through k8s/kube.py's plain requests instead."""
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(json.dumps(fake_kubeconfig(FAKE_SERVER)))  # JSON is YAML
+    # Outside a cluster (no service host), so start-up falls back to the kubeconfig file.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KUBERNETES_SERVICE_")}
+    loaded = loaded_after(OPERATOR_START_UP, env | {"KUBECONFIG": str(kubeconfig)})
     assert "migrate_safe.k8s.actions" in loaded
     assert sorted(m for m in loaded if m.startswith("kubernetes.client.api.")) == []
+
+
+def fake_kubeconfig(server: str) -> dict[str, object]:
+    """One context: a server and a bearer token."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "fake", "cluster": {"server": server}}],
+        "users": [{"name": "fake", "user": {"token": "not-a-token"}}],
+        "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "fake"}}],
+        "current-context": "fake",
+    }
