@@ -345,15 +345,15 @@ def latencies(timeline: Timeline, batch: Batch) -> Latencies:
         if owned:
             found.first.append(owned[0].created - created)
         for done, following in itertools.pairwise(owned):
-            if done.complete is not None:
-                found.next_job.append(following.created - done.complete)
-            if done.pod_succeeded is None:
-                continue
-            found.pod_to_next.append(following.created - done.pod_succeeded)
-            if done.complete is not None:
-                found.pod_to_complete.append(done.complete - done.pod_succeeded)
-            if done.criteria_met is not None:
-                found.pod_to_criteria.append(done.criteria_met - done.pod_succeeded)
+            pod = done.pod_succeeded
+            for into, start, end in (
+                (found.next_job, done.complete, following.created),
+                (found.pod_to_next, pod, following.created),
+                (found.pod_to_complete, pod, done.complete),
+                (found.pod_to_criteria, pod, done.criteria_met),
+            ):
+                if start is not None and end is not None:
+                    into.append(end - start)
     return found
 
 

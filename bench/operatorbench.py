@@ -440,10 +440,7 @@ def _true_conditions(status: dict[str, Any]) -> set[str]:
 
 
 def is_ready(body: dict[str, Any]) -> bool:
-    return any(
-        c.get("type") == "Ready" and c.get("status") == "True"
-        for c in (body.get("status") or {}).get("conditions", [])
-    )
+    return "Ready" in _true_conditions(body.get("status") or {})
 
 
 # --- the report -------------------------------------------------------------------------------
